@@ -1,0 +1,207 @@
+//! What a store keeps for one session, and what it reports about a user's sessions.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::id::SessionHandle;
+use crate::time::Timestamp;
+
+/// Session data as the session handle works on it: keys to raw JSON values, parsed only when
+/// a handler asks for a typed value.
+pub type DataMap = BTreeMap<String, Box<RawValue>>;
+
+/// Session data as a store keeps it: one compact JSON object.
+///
+/// Stores may keep it as text (SQL, memory) or split it into one field per key (Redis
+/// hashes); [`Data::entries`] and [`Data::from_entries`] convert between the two.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Data(Box<str>);
+
+impl Data {
+    /// No keys: `{}`.
+    pub fn empty() -> Self {
+        Self("{}".into())
+    }
+
+    /// Checks that `json` is a JSON object with string keys and keeps it as it is.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<DataMap>(json)?;
+        Ok(Self(json.into()))
+    }
+
+    /// Builds the compact JSON object of `entries`.
+    pub fn from_entries(entries: &DataMap) -> Self {
+        // A map of already-valid JSON values with string keys cannot fail to serialize.
+        match serde_json::to_string(entries) {
+            Ok(json) => Self(json.into_boxed_str()),
+            Err(_) => Self::empty(),
+        }
+    }
+
+    /// The JSON object text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses the object into its entries.
+    pub fn entries(&self) -> Result<DataMap, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// Whether the object has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim() == "{}"
+    }
+
+    /// Size of the JSON text in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Data({} bytes)", self.0.len())
+    }
+}
+
+/// How important a flash message is; pages usually style each level differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashLevel {
+    /// Neutral information.
+    Info,
+    /// Something the user asked for worked.
+    Success,
+    /// Something needs the user's attention.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+/// A message shown once, on the next request that reads it (G13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flash {
+    /// How important the message is.
+    pub level: FlashLevel,
+    /// The text to show.
+    pub message: String,
+}
+
+/// The user a session belongs to and where the login came from, recorded at login (G4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserBinding {
+    /// The application's user id.
+    pub user_id: String,
+    /// The `User-Agent` of the login request, for the device list.
+    pub user_agent: Option<String>,
+    /// The client address of the login request, for the device list.
+    pub ip: Option<IpAddr>,
+}
+
+/// Per-session expiry settings that override the layer's defaults (G8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExpiryOverrides {
+    /// Idle timeout for this session instead of the layer's.
+    pub idle_timeout: Option<Duration>,
+    /// Absolute lifetime (from creation) for this session instead of the layer's.
+    pub absolute_lifetime: Option<Duration>,
+}
+
+impl ExpiryOverrides {
+    /// Whether neither setting is overridden.
+    pub fn is_default(&self) -> bool {
+        self.idle_timeout.is_none() && self.absolute_lifetime.is_none()
+    }
+}
+
+/// One session as a store keeps it, keyed by the digest of its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The public handle shown in device lists; kept when the id is cycled.
+    pub handle: SessionHandle,
+    /// When the session was created, or when its user logged in: the start of the absolute
+    /// lifetime.
+    pub created_at: Timestamp,
+    /// The last time a request used the session (throttled, see G9).
+    pub last_seen_at: Timestamp,
+    /// When the record stops being valid: the earlier of the idle and absolute deadlines.
+    /// Stores must treat a record with `expires_at <= now` as absent.
+    pub expires_at: Timestamp,
+    /// Per-session expiry settings.
+    pub expiry: ExpiryOverrides,
+    /// The user the session belongs to, if someone logged in.
+    pub user: Option<UserBinding>,
+    /// The session's key-value data.
+    pub data: Data,
+    /// Flash messages not yet shown.
+    pub flashes: Vec<Flash>,
+}
+
+impl Record {
+    /// The user id the session is bound to.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_ref().map(|user| user.user_id.as_str())
+    }
+
+    /// Whether the record is expired at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+
+    /// What a device list shows about this session.
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            handle: self.handle,
+            created_at: self.created_at,
+            last_seen_at: self.last_seen_at,
+            expires_at: self.expires_at,
+            user_agent: self.user.as_ref().and_then(|user| user.user_agent.clone()),
+            ip: self.user.as_ref().and_then(|user| user.ip),
+            current: false,
+        }
+    }
+}
+
+/// One entry of a user's device list (G4). Holds no secret: the handle cannot be used as a
+/// cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session's public handle, to end it with.
+    pub handle: SessionHandle,
+    /// When the session was created or logged in.
+    pub created_at: Timestamp,
+    /// The last time a request used it.
+    pub last_seen_at: Timestamp,
+    /// When it expires unless used again.
+    pub expires_at: Timestamp,
+    /// The `User-Agent` recorded at login.
+    pub user_agent: Option<String>,
+    /// The client address recorded at login.
+    pub ip: Option<IpAddr>,
+    /// Whether this is the session of the request that asked; always `false` outside a
+    /// request.
+    pub current: bool,
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.as_millis())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u64::deserialize(deserializer).map(Timestamp::from_millis)
+    }
+}
