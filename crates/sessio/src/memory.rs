@@ -775,6 +775,13 @@ impl SessionStore for MemoryStore {
         let total: usize = self.shared.shards.iter().map(live_in_shard).sum();
         Ok(u64::try_from(total).unwrap_or(u64::MAX))
     }
+
+    async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {
+        let shared = &self.shared;
+        let shard = lock(&shared.shards[shared.user_shard(user_id)]);
+        let len = shard.users.get(user_id).map_or(0, Vec::len);
+        Ok(u64::try_from(len).unwrap_or(u64::MAX))
+    }
 }
 
 impl MemoryStore {

@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 use crate::cookie::{CookieSettings, SameSite};
 use crate::error::{ConfigError, SessionError};
 use crate::events::{Event, EventKind, EventListener, Events, Metrics};
-use crate::id::{IdHasher, SessionHandle};
+use crate::id::{IdDigest, IdHasher, SessionHandle, SessionId};
 use crate::record::{ExpiryOverrides, SessionInfo};
 use crate::service::SessionLayer;
 use crate::session::Session;
@@ -130,6 +130,11 @@ impl Sessions {
         }
     }
 
+    /// The name of the session cookie.
+    pub fn cookie_name(&self) -> &str {
+        &self.shared.cookie.name
+    }
+
     /// The tower layer that gives every request a [`Session`].
     pub fn layer(&self) -> SessionLayer {
         SessionLayer::new(self.clone())
@@ -139,6 +144,12 @@ impl Sessions {
     /// [`Session::commit`] when the response is ready and apply what it returns.
     pub fn session_for(&self, headers: &HeaderMap) -> Session {
         Session::new(self.shared.clone(), self.shared.cookie.incoming(headers))
+    }
+
+    /// The digest the store keys `id`'s record by (G6). Not a secret (it cannot be turned
+    /// back into an id), but there is rarely a reason to show it.
+    pub fn digest_of(&self, id: &SessionId) -> IdDigest {
+        self.shared.hasher.digest(id)
     }
 
     /// Lists the live sessions of a user, oldest first (G4).

@@ -194,6 +194,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Counts live (unexpired) sessions.
     fn count(&self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Counts the entries of `user_id`'s index as stored, including any whose record expired
+    /// and was not purged yet. A diagnostic: the conformance suite uses it to show that purges
+    /// and destroys leave no dead entries behind (G4).
+    fn user_index_len(&self, user_id: &str)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
