@@ -321,7 +321,7 @@ pub async fn http_bad_cookies_are_anonymous<S: SessionStore + Clone>(store: S) {
         format!("{name}={forged}"),
         format!("{name}={handle}"),
         format!("{name}="),
-        format!("{name}"),
+        name.clone(),
         format!("{name}={long}"),
         format!("{name}=%00%ff; {name}=\"quoted\""),
         format!("{name}={}", &forged[..42]),
