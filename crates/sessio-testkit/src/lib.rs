@@ -15,6 +15,7 @@
 //! new schema), or `None` to skip when the store's server is missing, which
 //! [`server_missing`] turns into a failure under `CI=true`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod browser;
 pub mod cases;

@@ -802,3 +802,95 @@ impl MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Data;
+
+    fn record(now: Timestamp, ttl: Duration) -> Record {
+        Record {
+            handle: SessionHandle::generate().unwrap(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.saturating_add(ttl),
+            expiry: Default::default(),
+            user: None,
+            data: Data::empty(),
+            flashes: Vec::new(),
+        }
+    }
+
+    async fn put(
+        store: &MemoryStore,
+        i: u8,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        store.create(&digest(i), &record(now, ttl), None).await
+    }
+
+    fn digest(i: u8) -> IdDigest {
+        let mut bytes = [i; 32];
+        bytes[9] = i.wrapping_mul(7);
+        IdDigest::from_bytes(bytes)
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_new_sessions_until_expired_ones_are_purged() {
+        let store = MemoryStore::builder()
+            .capacity(10)
+            .without_background_purge()
+            .build();
+        let now = SystemClock.now();
+        for i in 0..5 {
+            let outcome = put(&store, i, now, Duration::from_millis(100));
+            assert_eq!(outcome.await.unwrap(), WriteOutcome::Done);
+        }
+        for i in 5..10 {
+            let outcome = put(&store, i, now, Duration::from_secs(3600));
+            assert_eq!(outcome.await.unwrap(), WriteOutcome::Done);
+        }
+        let full = put(&store, 10, now, Duration::from_secs(3600));
+        assert!(matches!(full.await, Err(StoreError::Full { capacity: 10 })));
+        assert_eq!(store.held(), 10);
+        // Once the short sessions have expired, a create purges them and fits.
+        let later = now.saturating_add(Duration::from_secs(2));
+        let fits = put(&store, 10, later, Duration::from_secs(3600));
+        assert_eq!(fits.await.unwrap(), WriteOutcome::Done);
+        assert_eq!(store.held(), 6);
+        assert!(
+            store.load(&digest(5), later).await.unwrap().is_some(),
+            "live sessions stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_background_thread_purges_expired_records() {
+        let store = MemoryStore::builder()
+            .purge_interval(Duration::from_millis(20))
+            .build();
+        let now = SystemClock.now();
+        for i in 0..20 {
+            let outcome = put(&store, i, now, Duration::from_millis(50));
+            assert_eq!(outcome.await.unwrap(), WriteOutcome::Done);
+        }
+        let live = put(&store, 99, now, Duration::from_secs(3600));
+        assert_eq!(live.await.unwrap(), WriteOutcome::Done);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while store.held() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(store.held(), 1, "memory is bounded by live sessions");
+    }
+
+    #[test]
+    fn the_purge_thread_ends_with_the_store() {
+        let store = MemoryStore::builder()
+            .purge_interval(Duration::from_secs(3600))
+            .build();
+        let weak = Arc::downgrade(&store.shared);
+        drop(store);
+        assert!(weak.upgrade().is_none());
+    }
+}

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::{Mutex, MutexGuard};
+use tracing::Instrument;
 
 use crate::cookie::Incoming;
 use crate::error::SessionError;
@@ -257,6 +258,7 @@ impl Session {
         let record = shared
             .store
             .load(&digest, now)
+            .instrument(tracing::debug_span!("sessio.load"))
             .await
             .map_err(|error| self.store_failed(error))?;
         state.stored = match record {
@@ -476,7 +478,12 @@ impl Session {
         };
         if let Some(digest) = digest {
             let now = shared.now();
-            if let Err(error) = shared.store.destroy(&digest, now).await {
+            let destroyed = shared
+                .store
+                .destroy(&digest, now)
+                .instrument(tracing::debug_span!("sessio.destroy"))
+                .await;
+            if let Err(error) = destroyed {
                 // The reply may have been lost after the delete happened: look before
                 // reporting a failure.
                 if !matches!(shared.store.load(&digest, now).await, Ok(None)) {
@@ -563,11 +570,12 @@ impl Session {
         for _ in 0..ID_ATTEMPTS {
             let id = SessionId::generate()?;
             let digest = shared.hasher.digest(&id);
-            let outcome = match shared
+            let cycled = shared
                 .store
                 .cycle(&live.digest, &digest, &change, now)
-                .await
-            {
+                .instrument(tracing::debug_span!("sessio.cycle"))
+                .await;
+            let outcome = match cycled {
                 Ok(outcome) => outcome,
                 Err(error) => match shared.store.load(&digest, now).await {
                     // The reply was lost after the move happened: the new id is the one.
@@ -652,6 +660,7 @@ impl Session {
             let created = shared
                 .store
                 .create(&digest, &record, shared.max_sessions_per_user)
+                .instrument(tracing::debug_span!("sessio.create"))
                 .await;
             let created = match created {
                 Ok(outcome) => outcome,
@@ -894,7 +903,13 @@ impl Session {
                         expires_at: shared.deadline(record.created_at, now, &expiry),
                     });
                 }
-                let outcome = shared.store.apply(&live.digest, &patch, now).await;
+                let span =
+                    tracing::debug_span!("sessio.save", touch_only = !patch.changes_content());
+                let outcome = shared
+                    .store
+                    .apply(&live.digest, &patch, now)
+                    .instrument(span)
+                    .await;
                 match outcome {
                     Ok(WriteOutcome::Done) => {
                         if let Some(touch) = patch.touch {

@@ -110,7 +110,8 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Applies `patch` to the record under `digest`, only if that record exists and has not
-    /// expired at `now` (G2, G5).
+    /// expired at `now` (G2, G5). A *touch* (extending the idle deadline) is an `apply` whose
+    /// patch carries only [`Patch::touch`]; stores may take a cheaper path for it.
     ///
     /// Atomic: the existence check and the write are one step, so a destroy that completes
     /// before this call can never be undone by it; two patches to different keys of the same

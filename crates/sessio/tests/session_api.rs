@@ -212,3 +212,64 @@ async fn events_are_counted_and_never_expose_ids() {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
     }
 }
+
+#[tokio::test]
+async fn browser_session_cookies_carry_no_lifetime() {
+    let sessions = Sessions::builder(MemoryStore::new())
+        .browser_session_cookie(true)
+        .build()
+        .expect("config");
+    let mut browser = Browser::new(&sessions);
+    let session = browser.begin();
+    session.insert("n", &1).await.expect("insert");
+    let commit = browser.finish(&session, StatusCode::OK).await;
+    let cookie = commit.set_cookie.expect("new session cookie");
+    let cookie = cookie.to_str().expect("text");
+    assert!(
+        !cookie.contains("Max-Age") && !cookie.contains("Expires"),
+        "{cookie}"
+    );
+}
+
+#[tokio::test]
+async fn idle_touches_are_throttled() {
+    let clock = sessio_testkit::ManualClock::new();
+    let store = sessio_testkit::FaultyStore::new(MemoryStore::new());
+    let sessions = Sessions::builder(store.clone())
+        .clock(clock.clone())
+        .idle_timeout(Duration::from_secs(600))
+        .touch_interval(Duration::from_secs(60))
+        .build()
+        .expect("config");
+    let mut browser = Browser::new(&sessions);
+    browser
+        .request(|session| async move { session.insert("n", &1).await.expect("insert") })
+        .await;
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(10));
+        let before = store.calls();
+        let session = browser.begin();
+        assert_eq!(session.get::<u32>("n").await.expect("get"), Some(1));
+        let commit = browser.finish(&session, StatusCode::OK).await;
+        assert_eq!(
+            store.calls() - before,
+            1,
+            "a read inside the touch interval only loads"
+        );
+        assert!(commit.set_cookie.is_none());
+    }
+    clock.advance(Duration::from_secs(20));
+    let before = store.calls();
+    let session = browser.begin();
+    assert_eq!(session.get::<u32>("n").await.expect("get"), Some(1));
+    let commit = browser.finish(&session, StatusCode::OK).await;
+    assert_eq!(
+        store.calls() - before,
+        2,
+        "past the interval, one touch is written"
+    );
+    assert!(
+        commit.set_cookie.is_some(),
+        "the cookie's Max-Age follows the new deadline"
+    );
+}
