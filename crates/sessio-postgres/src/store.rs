@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use serde_json::value::RawValue;
 use sessio::codec::{self, RecordColumns};
 use sessio::{
@@ -197,7 +199,10 @@ async fn migrate(pool: &Pool, queries: &Queries) -> Result<(), StoreError> {
         )));
     }
     for migration in queries.migrations_from(current) {
-        transaction.batch_execute(&migration).await.map_err(pg_error)?;
+        transaction
+            .batch_execute(&migration)
+            .await
+            .map_err(pg_error)?;
     }
     transaction
         .batch_execute(&format!(
@@ -304,7 +309,10 @@ impl PostgresStore {
         digest: &IdDigest,
         record: &Record,
     ) -> Result<bool, StoreError> {
-        let statement = transaction.prepare_cached(&queries.insert).await.map_err(pg_error)?;
+        let statement = transaction
+            .prepare_cached(&queries.insert)
+            .await
+            .map_err(pg_error)?;
         let inserted = transaction
             .execute(
                 &statement,
@@ -331,11 +339,19 @@ impl PostgresStore {
         keep: &SessionHandle,
         now: i64,
     ) -> Result<(), StoreError> {
-        let statement = transaction.prepare_cached(&queries.evict).await.map_err(pg_error)?;
+        let statement = transaction
+            .prepare_cached(&queries.evict)
+            .await
+            .map_err(pg_error)?;
         transaction
             .execute(
                 &statement,
-                &[&user_id, &now, &keep.as_bytes().as_slice(), &i64::from(max.get())],
+                &[
+                    &user_id,
+                    &now,
+                    &keep.as_bytes().as_slice(),
+                    &i64::from(max.get()),
+                ],
             )
             .await
             .map_err(pg_error)?;
@@ -346,7 +362,10 @@ impl PostgresStore {
 impl SessionStore for PostgresStore {
     async fn load(&self, digest: &IdDigest, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().load).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().load)
+            .await
+            .map_err(pg_error)?;
         let row = client
             .query_opt(&statement, &[&digest.as_bytes().as_slice(), &sql_time(now)])
             .await
@@ -388,7 +407,10 @@ impl SessionStore for PostgresStore {
         };
         let expiry = patch.expiry.unwrap_or_default();
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().apply).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().apply)
+            .await
+            .map_err(pg_error)?;
         let row = client
             .query_one(
                 &statement,
@@ -428,7 +450,10 @@ impl SessionStore for PostgresStore {
         let mut client = self.client().await?;
         let queries = self.queries();
         let transaction = client.transaction().await.map_err(pg_error)?;
-        let lock = transaction.prepare_cached(&queries.lock_for_cycle).await.map_err(pg_error)?;
+        let lock = transaction
+            .prepare_cached(&queries.lock_for_cycle)
+            .await
+            .map_err(pg_error)?;
         let Some(row) = transaction
             .query_opt(&lock, &[&old.as_bytes().as_slice()])
             .await
@@ -457,20 +482,34 @@ impl SessionStore for PostgresStore {
         }
         let until = sql_time(change.moved_marker_until);
         if until > now {
-            let mark = transaction.prepare_cached(&queries.mark_moved).await.map_err(pg_error)?;
+            let mark = transaction
+                .prepare_cached(&queries.mark_moved)
+                .await
+                .map_err(pg_error)?;
             transaction
                 .execute(&mark, &[&old.as_bytes().as_slice(), &until])
                 .await
                 .map_err(pg_error)?;
         } else {
-            let delete = transaction.prepare_cached(&queries.delete_one).await.map_err(pg_error)?;
+            let delete = transaction
+                .prepare_cached(&queries.delete_one)
+                .await
+                .map_err(pg_error)?;
             transaction
                 .execute(&delete, &[&old.as_bytes().as_slice()])
                 .await
                 .map_err(pg_error)?;
         }
         if let (Some(max), Some(bind)) = (change.max_sessions_per_user, &change.bind) {
-            Self::evict_in(&transaction, queries, &bind.user_id, max, &record.handle, now).await?;
+            Self::evict_in(
+                &transaction,
+                queries,
+                &bind.user_id,
+                max,
+                &record.handle,
+                now,
+            )
+            .await?;
         }
         transaction.commit().await.map_err(pg_error)?;
         Ok(WriteOutcome::Done)
@@ -478,7 +517,10 @@ impl SessionStore for PostgresStore {
 
     async fn destroy(&self, digest: &IdDigest, now: Timestamp) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().delete_one).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().delete_one)
+            .await
+            .map_err(pg_error)?;
         let rows = client
             .query(&statement, &[&digest.as_bytes().as_slice()])
             .await
@@ -494,7 +536,10 @@ impl SessionStore for PostgresStore {
         let mut client = self.client().await?;
         let queries = self.queries();
         let transaction = client.transaction().await.map_err(pg_error)?;
-        let lock = transaction.prepare_cached(&queries.lock_flashes).await.map_err(pg_error)?;
+        let lock = transaction
+            .prepare_cached(&queries.lock_flashes)
+            .await
+            .map_err(pg_error)?;
         let Some(row) = transaction
             .query_opt(&lock, &[&digest.as_bytes().as_slice(), &sql_time(now)])
             .await
@@ -505,7 +550,10 @@ impl SessionStore for PostgresStore {
         let flashes: String = row.try_get(0).map_err(pg_error)?;
         let flashes: Vec<Flash> = serde_json::from_str(&flashes).map_err(corrupt)?;
         if !flashes.is_empty() {
-            let clear = transaction.prepare_cached(&queries.clear_flashes).await.map_err(pg_error)?;
+            let clear = transaction
+                .prepare_cached(&queries.clear_flashes)
+                .await
+                .map_err(pg_error)?;
             transaction
                 .execute(&clear, &[&digest.as_bytes().as_slice()])
                 .await
@@ -515,9 +563,16 @@ impl SessionStore for PostgresStore {
         Ok(Some(flashes))
     }
 
-    async fn list_user(&self, user_id: &str, now: Timestamp) -> Result<Vec<SessionInfo>, StoreError> {
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().list_user).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().list_user)
+            .await
+            .map_err(pg_error)?;
         let rows = client
             .query(&statement, &[&user_id, &sql_time(now)])
             .await
@@ -566,7 +621,10 @@ impl SessionStore for PostgresStore {
 
     async fn purge_expired(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().purge).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().purge)
+            .await
+            .map_err(pg_error)?;
         client
             .execute(
                 &statement,
@@ -578,7 +636,10 @@ impl SessionStore for PostgresStore {
 
     async fn count(&self, now: Timestamp) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().count).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().count)
+            .await
+            .map_err(pg_error)?;
         let row = client
             .query_one(&statement, &[&sql_time(now)])
             .await
@@ -589,8 +650,14 @@ impl SessionStore for PostgresStore {
 
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(&self.queries().index_len).await.map_err(pg_error)?;
-        let row = client.query_one(&statement, &[&user_id]).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&self.queries().index_len)
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_one(&statement, &[&user_id])
+            .await
+            .map_err(pg_error)?;
         let count: i64 = row.try_get(0).map_err(pg_error)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }

@@ -23,6 +23,8 @@ mod client;
 mod clock;
 mod faulty;
 pub mod http;
+pub mod outage;
+pub mod servers;
 
 pub use crate::browser::{Browser, CookieUpdate, parse_set_cookie};
 pub use crate::client::{TestClient, TestResponse};
