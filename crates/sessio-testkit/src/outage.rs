@@ -58,7 +58,7 @@ where
     }
 
     // Writers run while the server dies under them.
-    let mut acknowledged = vec![0u64; CLIENTS];
+    let mut acknowledged = [0u64; CLIENTS];
     let writers: Vec<_> = cookies
         .iter()
         .cloned()
