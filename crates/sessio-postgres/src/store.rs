@@ -25,7 +25,7 @@ const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 const PURGE_BATCH: usize = 1_000;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Serializes concurrent migrations from several app instances.
-const MIGRATION_LOCK: i64 = 0x5e55_10;
+const MIGRATION_LOCK: i64 = 0x5e55_1000;
 
 /// A session store in PostgreSQL. Cheap to clone; clones share the pool.
 #[derive(Clone)]
