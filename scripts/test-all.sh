@@ -46,12 +46,14 @@ pg_bindir() {
 PG_BIN=$(pg_bindir)
 [ -x "$PG_BIN/postgres" ] || { log "PostgreSQL binaries not found; set SESSIO_PG_BINDIR"; exit 1; }
 
-# A port nothing listens on: try random ones until a connection is refused.
+# A port nothing listens on, below 45536 and with its +10000 cluster bus port free too
+# (Redis Cluster needs both): try random ones until connections are refused.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+    port=$((20000 + RANDOM % 25000))
+    if ! listening "$port" && ! listening $((port + 10000)); then echo "$port"; return; fi
   done
 }
 

@@ -40,6 +40,47 @@ pub fn fresh_digest() -> IdDigest {
     IdDigest::from_bytes(bytes)
 }
 
+/// A random digest in `route` of a store partitioned by `bits` digest bits.
+fn routed(route: u16, bits: u8) -> IdDigest {
+    let mut bytes = *fresh_digest().as_bytes();
+    if bits > 0 {
+        let shift = 16 - u32::from(bits);
+        let random = u16::from_be_bytes([bytes[0], bytes[1]]) & ((1u16 << shift) - 1);
+        let [high, low] = ((route << shift) | random).to_be_bytes();
+        bytes[0] = high;
+        bytes[1] = low;
+    }
+    IdDigest::from_bytes(bytes)
+}
+
+/// A fresh digest in the partition `handle` names, as sessio draws them for a store with
+/// [`SessionStore::route_bits`].
+pub fn digest_for<S: SessionStore>(store: &S, handle: &SessionHandle) -> IdDigest {
+    let bits = store.route_bits();
+    routed(handle.route(bits), bits)
+}
+
+/// A fresh digest in the partition of `of`: what a cycle moves a session to.
+pub fn sibling<S: SessionStore>(store: &S, of: &IdDigest) -> IdDigest {
+    let bits = store.route_bits();
+    routed(of.route(bits), bits)
+}
+
+/// Creates `record` in the partition of `beside` (its handle routed there), returning its
+/// digest.
+async fn create_beside<S: SessionStore>(
+    store: &S,
+    beside: &IdDigest,
+    mut record: Record,
+) -> IdDigest {
+    let bits = store.route_bits();
+    let digest = sibling(store, beside);
+    record.handle = SessionHandle::generate_routed(digest.route(bits), bits).expect("random");
+    let outcome = store.create(&digest, &record, None).await.expect("create");
+    assert_eq!(outcome, WriteOutcome::Done);
+    digest
+}
+
 /// A small record created at `now` that expires after `ttl`, bound to `user` if given.
 pub fn record(now: Timestamp, ttl: Duration, user: Option<&str>) -> Record {
     Record {
@@ -68,7 +109,7 @@ fn set(key: &str, value: serde_json::Value) -> (String, Option<Box<serde_json::v
 }
 
 async fn create<S: SessionStore>(store: &S, record: &Record) -> IdDigest {
-    let digest = fresh_digest();
+    let digest = digest_for(store, &record.handle);
     let outcome = store.create(&digest, record, None).await.expect("create");
     assert_eq!(outcome, WriteOutcome::Done);
     digest
@@ -295,7 +336,7 @@ pub async fn cycle_moves_the_record_and_kills_the_old_id<S: SessionStore>(store:
     let now = now();
     let original = record(now, HOUR, Some("alice"));
     let old = create(&store, &original).await;
-    let new = fresh_digest();
+    let new = sibling(&store, &old);
     let restarted = now.saturating_add(ms(10));
     let change = CycleChange {
         patch: Patch {
@@ -352,7 +393,7 @@ pub async fn cycle_moves_the_record_and_kills_the_old_id<S: SessionStore>(store:
 pub async fn cycle_refuses_taken_or_missing_ids<S: SessionStore>(store: S) {
     let now = now();
     let a = create(&store, &record(now, HOUR, Some("alice"))).await;
-    let b = create(&store, &record(now, HOUR, None)).await;
+    let b = create_beside(&store, &a, record(now, HOUR, None)).await;
     let change = CycleChange {
         patch: Patch {
             changes: vec![set("x", json!(1))],
@@ -373,8 +414,8 @@ pub async fn cycle_refuses_taken_or_missing_ids<S: SessionStore>(store: S) {
         json!({"n": 1})
     );
 
-    let target = fresh_digest();
-    let missing = fresh_digest();
+    let target = sibling(&store, &a);
+    let missing = sibling(&store, &a);
     assert_eq!(
         store
             .cycle(&missing, &target, &change, now)
@@ -405,7 +446,7 @@ pub async fn login_cycle_moves_the_user_index<S: SessionStore>(store: S) {
         user_agent: Some("agent".into()),
         ip: None,
     };
-    let as_alice = fresh_digest();
+    let as_alice = sibling(&store, &anonymous);
     let change = CycleChange {
         bind: Some(bind("alice")),
         ..cycle_change(now)
@@ -421,7 +462,7 @@ pub async fn login_cycle_moves_the_user_index<S: SessionStore>(store: S) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].user_agent.as_deref(), Some("agent"));
 
-    let as_bob = fresh_digest();
+    let as_bob = sibling(&store, &as_alice);
     let change = CycleChange {
         bind: Some(bind("bob")),
         ..cycle_change(now)
@@ -628,7 +669,7 @@ pub async fn session_cap_evicts_the_oldest<S: SessionStore>(store: S) {
         let record = record(now.saturating_add(ms(i)), HOUR, Some("alice"));
         handles.push(record.handle);
         let outcome = store
-            .create(&fresh_digest(), &record, cap)
+            .create(&digest_for(&store, &record.handle), &record, cap)
             .await
             .expect("create");
         assert_eq!(outcome, WriteOutcome::Done);
@@ -651,7 +692,7 @@ pub async fn session_cap_evicts_the_oldest<S: SessionStore>(store: S) {
         max_sessions_per_user: cap,
         ..cycle_change(now)
     };
-    let new = fresh_digest();
+    let new = sibling(&store, &anonymous);
     assert_eq!(
         store
             .cycle(&anonymous, &new, &change, now)

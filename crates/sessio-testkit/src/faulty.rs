@@ -107,6 +107,10 @@ impl<S> FaultyStore<S> {
 }
 
 impl<S: SessionStore> SessionStore for FaultyStore<S> {
+    fn route_bits(&self) -> u8 {
+        self.inner.route_bits()
+    }
+
     async fn load(&self, digest: &IdDigest, now: Timestamp) -> Result<Option<Record>, StoreError> {
         self.run(self.inner.load(digest, now)).await
     }

@@ -95,6 +95,18 @@ impl IdDigest {
         &self.0
     }
 
+    /// The first `bits` bits of the digest (at most 16): the partition a store that
+    /// partitions by digest keeps the record in. See [`SessionStore::route_bits`].
+    ///
+    /// [`SessionStore::route_bits`]: crate::SessionStore::route_bits
+    pub fn route(&self, bits: u8) -> u16 {
+        let bits = bits.min(16);
+        if bits == 0 {
+            return 0;
+        }
+        u16::from_be_bytes([self.0[0], self.0[1]]) >> (16 - bits)
+    }
+
     /// Lower-case hex, for stores that key by text (Redis keys, SQL text columns).
     pub fn to_hex(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -174,6 +186,31 @@ impl SessionHandle {
     /// Draws a fresh random handle.
     pub fn generate() -> Result<Self, RandomError> {
         random_bytes().map(Self)
+    }
+
+    /// Draws a handle whose first `bits` bits (at most 16) are `route`, so that a store that
+    /// partitions by digest route can find a session's partition from its handle alone.
+    pub fn generate_routed(route: u16, bits: u8) -> Result<Self, RandomError> {
+        let mut handle = Self::generate()?;
+        let bits = bits.min(16);
+        if bits > 0 {
+            let mask = u16::MAX << (16 - bits);
+            let random = u16::from_be_bytes([handle.0[0], handle.0[1]]) & !mask;
+            let prefix = (route << (16 - bits)) & mask;
+            let [high, low] = (prefix | random).to_be_bytes();
+            handle.0[0] = high;
+            handle.0[1] = low;
+        }
+        Ok(handle)
+    }
+
+    /// The first `bits` bits of the handle; for a routed handle, its session's route.
+    pub fn route(&self, bits: u8) -> u16 {
+        let bits = bits.min(16);
+        if bits == 0 {
+            return 0;
+        }
+        u16::from_be_bytes([self.0[0], self.0[1]]) >> (16 - bits)
     }
 
     /// Parses the text form (22 characters of base64url).
@@ -290,6 +327,20 @@ mod tests {
         assert_ne!(plain, peppered);
         assert_eq!(plain, IdHasher::Sha256.digest(&id));
         assert_eq!(IdDigest::from_hex(&plain.to_hex()), Some(plain));
+    }
+
+    #[test]
+    fn routed_handles_carry_the_route_of_their_digest() {
+        for bits in [1u8, 8, 12, 16] {
+            let id = SessionId::generate().unwrap();
+            let digest = IdHasher::Sha256.digest(&id);
+            let route = digest.route(bits);
+            assert!(u32::from(route) < 1 << bits);
+            let handle = SessionHandle::generate_routed(route, bits).unwrap();
+            assert_eq!(handle.route(bits), route);
+        }
+        assert_eq!(IdDigest::from_bytes([0xab; 32]).route(8), 0xab);
+        assert_eq!(IdDigest::from_bytes([0xab; 32]).route(0), 0);
     }
 
     #[test]

@@ -568,8 +568,7 @@ impl Session {
             max_sessions_per_user: shared.max_sessions_per_user,
         };
         for _ in 0..ID_ATTEMPTS {
-            let id = SessionId::generate()?;
-            let digest = shared.hasher.digest(&id);
+            let (id, digest) = self.id_in_route(&live.digest)?;
             let cycled = shared
                 .store
                 .cycle(&live.digest, &digest, &change, now)
@@ -634,6 +633,27 @@ impl Session {
         )))
     }
 
+    /// A fresh id whose digest is in the same store partition as `old` (see
+    /// [`SessionStore::route_bits`](crate::SessionStore::route_bits)).
+    fn id_in_route(&self, old: &IdDigest) -> Result<(SessionId, IdDigest), SessionError> {
+        let shared = &self.inner.shared;
+        let bits = shared.store.route_bits();
+        let route = old.route(bits);
+        // With 16 bits at most, 2^16 draws on average; a bound of 64 times that makes
+        // running out a probability of e^-64.
+        let attempts = 64usize << bits;
+        for _ in 0..attempts {
+            let id = SessionId::generate()?;
+            let digest = shared.hasher.digest(&id);
+            if digest.route(bits) == route {
+                return Ok((id, digest));
+            }
+        }
+        Err(self.store_failed(StoreError::backend(
+            "no id in the session's store partition could be drawn",
+        )))
+    }
+
     /// Stores a new record holding the pending changes, under a fresh id.
     async fn create_now(
         &self,
@@ -644,7 +664,8 @@ impl Session {
         let shared = &self.inner.shared;
         let data = Data::from_entries(self.data(state)?);
         let expiry = state.pending.expiry.unwrap_or_default();
-        let record = Record {
+        let route_bits = shared.store.route_bits();
+        let mut record = Record {
             handle: SessionHandle::generate()?,
             created_at: now,
             last_seen_at: now,
@@ -657,6 +678,10 @@ impl Session {
         for _ in 0..ID_ATTEMPTS {
             let id = SessionId::generate()?;
             let digest = shared.hasher.digest(&id);
+            if route_bits > 0 {
+                record.handle =
+                    SessionHandle::generate_routed(digest.route(route_bits), route_bits)?;
+            }
             let created = shared
                 .store
                 .create(&digest, &record, shared.max_sessions_per_user)

@@ -88,6 +88,19 @@ pub enum WriteOutcome {
 ///
 /// [`sessio-testkit`]: https://docs.rs/sessio-testkit
 pub trait SessionStore: Send + Sync + 'static {
+    /// How many leading bits of a digest choose the partition its record lives in, for
+    /// stores that partition by digest (Redis Cluster); at most 16. `0` (the default): the
+    /// store does not partition.
+    ///
+    /// sessio then keeps a session in its partition for life: a cycle draws new ids until the
+    /// new digest has the old one's route, so that moving the record stays one atomic
+    /// operation in one partition, and handles start with their session's route, so that a
+    /// handle alone finds its partition. With 8 bits, a cycle draws 256 ids on average (a few
+    /// tens of microseconds), and a cycled id keeps 248 unpredictable bits.
+    fn route_bits(&self) -> u8 {
+        0
+    }
+
     /// Returns the record under `digest`, or `None` if there is none, or it expired
     /// (`expires_at <= now`), or only a moved marker is left.
     fn load(
@@ -207,6 +220,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// [`SessionStore`] with its type erased, so sessions need not be generic over it.
 pub(crate) trait DynStore: Send + Sync + 'static {
+    fn route_bits(&self) -> u8;
     fn load<'a>(
         &'a self,
         digest: &'a IdDigest,
@@ -264,6 +278,9 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 }
 
 impl<S: SessionStore> DynStore for S {
+    fn route_bits(&self) -> u8 {
+        SessionStore::route_bits(self).min(16)
+    }
     fn load<'a>(
         &'a self,
         digest: &'a IdDigest,
