@@ -109,8 +109,8 @@ return 1
 ";
 
 /// KEYS: record. ARGV: now, tag, hex, touch_l or '', touch_e or '', new_dd or '', then the
-/// patch block. Returns 'done', 'gone', 'moved', or {'bump', user} when the touch would
-/// outlive the user's directory entry (nothing written).
+/// patch block. Returns 'done', 'gone', 'moved', or {'bump', user, expiry} when the touch
+/// would outlive the user's directory entry (nothing written).
 pub(crate) const APPLY: &str = r"
 local now = tonumber(ARGV[1])
 local st, missing = live(KEYS[1], now)
@@ -118,7 +118,7 @@ if missing then return missing end
 local user = st[3]
 local touch_e = ARGV[5]
 if user and touch_e ~= '' and ARGV[6] == '' and tonumber(touch_e) > tonumber(st[4] or '0') then
-  return {'bump', user}
+  return {'bump', user, touch_e}
 end
 apply_patch(KEYS[1], ARGV, 7)
 local dd = st[4]
@@ -136,7 +136,8 @@ return 'done'
 
 /// KEYS: old record, new record (same tag). ARGV: now, tag, old hex, new hex, marker until,
 /// bind ('1'/'0'), bind user, ua, ip, created or '', new_dd or '', touch_l or '', touch_e or
-/// '' (keep the old times), then the patch block. Returns 'done', 'gone', 'moved', 'exists', or {'bump', user}.
+/// '' (keep the old times), then the patch block. Returns 'done', 'gone', 'moved', 'exists',
+/// or {'bump', user, expiry}.
 pub(crate) const CYCLE: &str = r"
 local now = tonumber(ARGV[1])
 local st, missing = live(KEYS[1], now)
@@ -153,7 +154,7 @@ if touch_e == '' then
   touch_e = st[2]
   touch_l = redis.call('HGET', KEYS[1], 'l')
 end
-if user and tonumber(touch_e) > tonumber(dd or '0') then return {'bump', user} end
+if user and tonumber(touch_e) > tonumber(dd or '0') then return {'bump', user, touch_e} end
 redis.call('COPY', KEYS[1], KEYS[2])
 apply_patch(KEYS[2], ARGV, 14)
 if ARGV[6] == '1' then

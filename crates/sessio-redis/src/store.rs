@@ -26,6 +26,8 @@ const ROUTES: u16 = 1 << ROUTE_BITS;
 /// raised at most once per this period of activity.
 const DIRECTORY_SLACK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 const FORMAT_VERSION: &str = "1";
+/// The key layout this crate writes, recorded under `<prefix>:layout` on first use.
+const LAYOUT_VERSION: u32 = 1;
 const DEFAULT_PREFIX: &str = "sessio";
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 const PURGE_BATCH: usize = 1_000;
@@ -230,6 +232,7 @@ impl RedisStoreBuilder {
                     .map_err(redis_error)?,
             )
         };
+        check_layout(&connection, &self.prefix).await?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             connection,
             keys: Keys {
@@ -242,6 +245,22 @@ impl RedisStoreBuilder {
                 .map(|interval| spawn_purge(weak.clone(), interval)),
         });
         Ok(RedisStore { inner })
+    }
+}
+
+/// Records the key layout version on first use, and refuses a keyspace laid out by a newer
+/// sessio-redis. Layout changes come with a migration from every older version.
+async fn check_layout(connection: &Connection, prefix: &str) -> Result<(), StoreError> {
+    let key = format!("{prefix}:layout");
+    let _: Option<String> = connection
+        .query(redis::cmd("SET").arg(&key).arg(LAYOUT_VERSION).arg("NX"))
+        .await?;
+    let found: Option<u32> = connection.query(redis::cmd("GET").arg(&key)).await?;
+    match found {
+        Some(version) if version > LAYOUT_VERSION => Err(StoreError::backend(format!(
+            "the keys under `{prefix}` use layout version {version}, newer than this sessio-redis understands ({LAYOUT_VERSION}); upgrade sessio-redis"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -437,25 +456,29 @@ fn patch_args(patch: &Patch) -> Result<Vec<String>, StoreError> {
 /// What a writing script answered.
 enum Reply {
     Outcome(WriteOutcome),
-    /// The user's directory must reach further before this write may happen.
-    Bump(String),
+    /// The user's directory must reach past this expiry before this write may happen.
+    Bump(String, u64),
 }
 
 fn reply(value: Value) -> Result<Reply, StoreError> {
     let text = |value: &Value| String::from_redis_value(value.clone()).ok();
-    match &value {
-        Value::Array(items) if items.len() == 2 && text(&items[0]).as_deref() == Some("bump") => {
-            text(&items[1])
-                .map(Reply::Bump)
-                .ok_or_else(|| corrupt("bad bump reply"))
-        }
-        _ => match text(&value).as_deref() {
-            Some("done") => Ok(Reply::Outcome(WriteOutcome::Done)),
-            Some("gone") => Ok(Reply::Outcome(WriteOutcome::Gone)),
-            Some("moved") => Ok(Reply::Outcome(WriteOutcome::Moved)),
-            Some("exists") => Ok(Reply::Outcome(WriteOutcome::Exists)),
-            _ => Err(corrupt(format!("unexpected script reply {value:?}"))),
-        },
+    if let Value::Array(items) = &value
+        && items.len() == 3
+        && text(&items[0]).as_deref() == Some("bump")
+    {
+        let user = text(&items[1]);
+        let expiry = text(&items[2]).and_then(|expiry| expiry.parse().ok());
+        return user
+            .zip(expiry)
+            .map(|(user, expiry)| Reply::Bump(user, expiry))
+            .ok_or_else(|| corrupt("bad bump reply"));
+    }
+    match text(&value).as_deref() {
+        Some("done") => Ok(Reply::Outcome(WriteOutcome::Done)),
+        Some("gone") => Ok(Reply::Outcome(WriteOutcome::Gone)),
+        Some("moved") => Ok(Reply::Outcome(WriteOutcome::Moved)),
+        Some("exists") => Ok(Reply::Outcome(WriteOutcome::Exists)),
+        _ => Err(corrupt(format!("unexpected script reply {value:?}"))),
     }
 }
 
@@ -542,17 +565,16 @@ impl RedisStore {
         &self,
         value: Value,
         route: u16,
-        touch_expires: u64,
         now: Timestamp,
         raised: &mut Option<u64>,
     ) -> Result<Option<WriteOutcome>, StoreError> {
         match reply(value)? {
             Reply::Outcome(outcome) => Ok(Some(outcome)),
-            Reply::Bump(_) if raised.is_some() => Err(StoreError::backend(
+            Reply::Bump(..) if raised.is_some() => Err(StoreError::backend(
                 "the user's directory could not be raised past the session's expiry",
             )),
-            Reply::Bump(user_id) => {
-                let deadline = directory_deadline(Timestamp::from_millis(touch_expires));
+            Reply::Bump(user_id, expiry) => {
+                let deadline = directory_deadline(Timestamp::from_millis(expiry));
                 self.directory(&user_id, now, Some((route, deadline)))
                     .await?;
                 *raised = Some(deadline);
@@ -663,7 +685,6 @@ impl SessionStore for RedisStore {
         let (key, hex) = self.keys().record(digest);
         let tag = self.keys().tag(route);
         let content = patch_args(patch)?;
-        let touch_expires = patch.touch.map_or(0, |touch| millis(touch.expires_at));
         let mut raised = None;
         loop {
             let mut invocation = self.scripts().apply.prepare_invoke();
@@ -691,10 +712,7 @@ impl SessionStore for RedisStore {
                 )
                 .arg(&content);
             let value: Value = self.connection().invoke(&invocation).await?;
-            if let Some(outcome) = self
-                .settle(value, route, touch_expires, now, &mut raised)
-                .await?
-            {
+            if let Some(outcome) = self.settle(value, route, now, &mut raised).await? {
                 return Ok(outcome);
             }
         }
@@ -776,11 +794,7 @@ impl SessionStore for RedisStore {
                 )
                 .arg(&content);
             let value: Value = self.connection().invoke(&invocation).await?;
-            let touch_expires = touch.map_or(0, |touch| millis(touch.expires_at));
-            if let Some(outcome) = self
-                .settle(value, route, touch_expires, now, &mut raised)
-                .await?
-            {
+            if let Some(outcome) = self.settle(value, route, now, &mut raised).await? {
                 break outcome;
             }
         };
