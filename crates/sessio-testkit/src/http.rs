@@ -16,8 +16,7 @@ use sessio::{
     SystemClock,
 };
 
-use crate::browser::{CookieUpdate, parse_set_cookie};
-use crate::client::{TestClient, TestResponse};
+use crate::client::{Agent, TestClient};
 use crate::faulty::FaultyStore;
 
 #[derive(Deserialize)]
@@ -151,47 +150,8 @@ impl Drop for TestServer {
     }
 }
 
-/// A client with a one-cookie jar, like a browser for one site.
-struct Agent {
-    client: TestClient,
-    name: String,
-    cookie: Option<String>,
-}
-
-impl Agent {
-    fn new(server: &TestServer, sessions: &Sessions) -> Self {
-        Self {
-            client: server.client(),
-            name: sessions.cookie_name().to_owned(),
-            cookie: None,
-        }
-    }
-
-    fn header(&self) -> Option<String> {
-        self.cookie
-            .as_ref()
-            .map(|value| format!("{}={value}", self.name))
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> TestResponse {
-        let response = self
-            .client
-            .send(method, path, self.header().as_deref(), body)
-            .await;
-        for header in response.set_cookies() {
-            match parse_set_cookie(&self.name, &header) {
-                Some(CookieUpdate::Set(value)) => self.cookie = Some(value),
-                Some(CookieUpdate::Removed) => self.cookie = None,
-                None => {}
-            }
-        }
-        response
-    }
+fn new_agent(server: &TestServer, sessions: &Sessions) -> Agent {
+    Agent::new(server.client(), sessions.cookie_name())
 }
 
 async fn setup<S: SessionStore + Clone>(store: S) -> (Sessions, TestServer) {
@@ -218,7 +178,7 @@ fn attributes(set_cookie: &str) -> Vec<String> {
 /// shared cache (G7).
 pub async fn http_cookie_has_secure_attributes<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     let response = agent.send(Method::PUT, "/data/n", Some(json!(1))).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
     let cookies = response.set_cookies();
@@ -245,14 +205,14 @@ pub async fn http_cookie_has_secure_attributes<S: SessionStore + Clone>(store: S
 /// that set it; replaying the old cookie gets an empty anonymous session (G1).
 pub async fn http_logout_removes_the_cookie_and_the_record<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store.clone()).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     let login = agent.send(Method::POST, "/login/alice", None).await;
     assert_eq!(login.status, StatusCode::NO_CONTENT);
     let set = login.set_cookies().remove(0);
     agent
         .send(Method::PUT, "/data/secret", Some(json!("s3cret")))
         .await;
-    let stolen = agent.header();
+    let stolen = agent.cookie_header();
 
     let logout = agent.send(Method::POST, "/logout", None).await;
     assert_eq!(logout.status, StatusCode::NO_CONTENT);
@@ -265,7 +225,7 @@ pub async fn http_logout_removes_the_cookie_and_the_record<S: SessionStore + Clo
     );
     assert!(removal[0].contains("Max-Age=0"));
     assert_eq!(logout.header("cache-control").as_deref(), Some("no-store"));
-    assert_eq!(agent.cookie, None);
+    assert_eq!(agent.cookie(), None);
     assert_eq!(
         store.count(SystemClock.now()).await.expect("count"),
         0,
@@ -287,12 +247,12 @@ pub async fn http_logout_removes_the_cookie_and_the_record<S: SessionStore + Clo
 /// After login, the pre-login cookie is worthless and the new one works (G3).
 pub async fn http_replay_after_login_is_anonymous<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     agent.send(Method::PUT, "/data/n", Some(json!(1))).await;
-    let planted = agent.header();
+    let planted = agent.cookie_header();
     let login = agent.send(Method::POST, "/login/alice", None).await;
     assert_eq!(login.status, StatusCode::NO_CONTENT);
-    assert_ne!(agent.header(), planted);
+    assert_ne!(agent.cookie_header(), planted);
     let mine = agent.send(Method::GET, "/data/n", None).await;
     assert_eq!(mine.json(), json!(1));
     let replay = server
@@ -365,7 +325,7 @@ pub async fn http_untouched_requests_cost_nothing<S: SessionStore + Clone>(store
     let faulty = FaultyStore::new(store.clone());
     let sessions = Sessions::builder(faulty.clone()).build().expect("config");
     let server = TestServer::start(app(&sessions)).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     agent.send(Method::PUT, "/data/n", Some(json!(1))).await;
     let calls = faulty.calls();
     let health = agent.send(Method::GET, "/healthz", None).await;
@@ -402,7 +362,7 @@ pub async fn http_untouched_requests_cost_nothing<S: SessionStore + Clone>(store
 /// A flash set before a redirect is shown on the next request, once (G13).
 pub async fn http_flash_is_shown_once<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     let set = agent.send(Method::POST, "/flash/welcome", None).await;
     assert_eq!(set.status, StatusCode::SEE_OTHER);
     agent.send(Method::PUT, "/data/other", Some(json!(1))).await;
@@ -418,9 +378,9 @@ pub async fn http_store_outage_gives_503_then_recovers<S: SessionStore + Clone>(
     let faulty = FaultyStore::new(store);
     let sessions = Sessions::builder(faulty.clone()).build().expect("config");
     let server = TestServer::start(app(&sessions)).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     agent.send(Method::PUT, "/data/n", Some(json!(1))).await;
-    let mut anonymous = Agent::new(&server, &sessions);
+    let mut anonymous = new_agent(&server, &sessions);
 
     faulty.fail_all(true);
     let write = agent.send(Method::PUT, "/data/n", Some(json!(2))).await;
@@ -437,7 +397,7 @@ pub async fn http_store_outage_gives_503_then_recovers<S: SessionStore + Clone>(
         StatusCode::SERVICE_UNAVAILABLE,
         "a failed destroy is not a success"
     );
-    assert!(agent.cookie.is_some());
+    assert!(agent.cookie().is_some());
 
     faulty.fail_all(false);
     let read = agent.send(Method::GET, "/data/n", None).await;
@@ -455,9 +415,9 @@ pub async fn http_store_outage_gives_503_then_recovers<S: SessionStore + Clone>(
 /// does not bring the session back (G2).
 pub async fn http_slow_request_cannot_resurrect_a_logout<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store.clone()).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     agent.send(Method::POST, "/login/alice", None).await;
-    let cookie = agent.header();
+    let cookie = agent.cookie_header();
     let client = server.client();
     let slow = tokio::spawn({
         let cookie = cookie.clone();
@@ -491,7 +451,7 @@ pub async fn http_slow_request_cannot_resurrect_a_logout<S: SessionStore + Clone
 /// A handler that answers 5xx saves none of its pending changes.
 pub async fn http_server_error_discards_pending_changes<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store.clone()).await;
-    let mut agent = Agent::new(&server, &sessions);
+    let mut agent = new_agent(&server, &sessions);
     agent.send(Method::PUT, "/data/n", Some(json!(1))).await;
     let failed = agent.send(Method::PUT, "/fail", None).await;
     assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -507,9 +467,9 @@ pub async fn http_server_error_discards_pending_changes<S: SessionStore + Clone>
 /// Devices over HTTP: list, end one, end the others (G4).
 pub async fn http_devices_can_be_listed_and_ended<S: SessionStore + Clone>(store: S) {
     let (sessions, server) = setup(store).await;
-    let mut laptop = Agent::new(&server, &sessions);
-    let mut phone = Agent::new(&server, &sessions);
-    let mut tablet = Agent::new(&server, &sessions);
+    let mut laptop = new_agent(&server, &sessions);
+    let mut phone = new_agent(&server, &sessions);
+    let mut tablet = new_agent(&server, &sessions);
     for agent in [&mut laptop, &mut phone, &mut tablet] {
         assert_eq!(
             agent.send(Method::POST, "/login/alice", None).await.status,

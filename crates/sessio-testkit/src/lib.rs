@@ -27,7 +27,7 @@ pub mod outage;
 pub mod servers;
 
 pub use crate::browser::{Browser, CookieUpdate, parse_set_cookie};
-pub use crate::client::{TestClient, TestResponse};
+pub use crate::client::{Agent, TestClient, TestResponse};
 pub use crate::clock::ManualClock;
 pub use crate::faulty::{Fault, FaultyStore};
 
