@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers.
 #
-# Installs what is missing (redis-server through apt; PostgreSQL binaries must be on the
-# machine), starts a throwaway PostgreSQL cluster, a Redis server and a three-node Redis
-# Cluster on free loopback ports in a temporary directory, runs the tests, and stops every
-# server again on exit, also when a test fails. Tests that kill their store start private
+# Installs what is missing (redis-server, chromium and chromium-driver through apt;
+# PostgreSQL binaries must be on the machine), starts a throwaway PostgreSQL cluster, a Redis
+# server and a three-node Redis Cluster on free loopback ports in a temporary directory, runs
+# the tests (the demo's browser test drives Chromium), and stops every server again on exit,
+# also when a test fails. Tests that kill their store start private
 # servers under the same directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,11 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+missing=()
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server redis-tools)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 pg_bindir() {
   if [ -n "${SESSIO_PG_BINDIR:-}" ]; then echo "$SESSIO_PG_BINDIR"; return; fi

@@ -155,8 +155,8 @@ async fn home(session: Session) -> Result<Response, PageError> {
             };
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{marker}</td></tr>",
-                rfc3339(device.created_at),
-                rfc3339(device.last_seen_at),
+                readable(device.created_at),
+                readable(device.last_seen_at),
                 escape(device.user_agent.as_deref().unwrap_or("unknown")),
                 device.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             )
@@ -181,6 +181,15 @@ async fn home(session: Session) -> Result<Response, PageError> {
             user = escape(&user)
         ),
     ))
+}
+
+/// `2026-12-04 21:19:17 UTC`: the RFC 3339 time, to the second, for people.
+fn readable(time: sessio::Timestamp) -> String {
+    let text = rfc3339(time);
+    match text.get(..19) {
+        Some(seconds) => format!("{} UTC", seconds.replacen('T', " ", 1)),
+        None => text,
+    }
 }
 
 fn percent_encode(text: &str) -> String {
