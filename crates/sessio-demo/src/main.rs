@@ -33,12 +33,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let address = listener.local_addr()?;
     println!("sessio-demo listening on http://{address}");
     println!("session store: {}", args.store);
-    if address.ip().is_loopback() && !args.insecure_cookie {
-        println!(
-            "open http://localhost:{} and log in as alice / wonderland",
-            address.port()
-        );
-    }
+    println!("open it in two browsers and log in as alice / wonderland in both");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
