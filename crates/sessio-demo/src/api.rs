@@ -184,12 +184,12 @@ async fn end_session(session: Session, Path(handle): Path<String>) -> ApiResult<
 
 async fn revoke_others(session: Session) -> ApiResult<Json<Value>> {
     let revoked = session.destroy_other_sessions().await?;
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(json!({ "revoked": revoked.count() })))
 }
 
 async fn logout_everywhere(session: Session) -> ApiResult<Json<Value>> {
     let revoked = session.destroy_all_user_sessions().await?;
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(json!({ "revoked": revoked.count() })))
 }
 
 fn check_key(key: &str) -> ApiResult<()> {

@@ -335,7 +335,10 @@ async fn revoke_others(
     session
         .flash(
             FlashLevel::Success,
-            format!("Signed out {ended} other device(s)."),
+            match ended.count() {
+                Some(count) => format!("Signed out {count} other device(s)."),
+                None => "Signed out every other device.".to_owned(),
+            },
         )
         .await?;
     Ok(Redirect::to("/").into_response())
@@ -350,7 +353,10 @@ async fn logout_everywhere(
     session
         .flash(
             FlashLevel::Info,
-            format!("Signed out everywhere ({ended} session(s))."),
+            match ended.count() {
+                Some(count) => format!("Signed out everywhere ({count} session(s))."),
+                None => "Signed out everywhere.".to_owned(),
+            },
         )
         .await?;
     Ok(Redirect::to("/").into_response())

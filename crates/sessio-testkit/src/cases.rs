@@ -853,8 +853,9 @@ pub async fn destroy_during_a_request_is_not_resurrected<S: SessionStore + Clone
         sessions
             .destroy_user_sessions("alice")
             .await
-            .expect("revoke"),
-        1
+            .expect("revoke")
+            .count(),
+        Some(1)
     );
     let commit = slow_browser.finish(&slow, StatusCode::OK).await;
     assert!(matches!(commit.error, Some(SessionError::Ended)));
@@ -1051,7 +1052,7 @@ pub async fn devices_can_be_signed_out<S: SessionStore + Clone>(store: S) {
     let others = devices[0]
         .request(|session| async move { session.destroy_other_sessions().await.expect("end") })
         .await;
-    assert_eq!(others, 2);
+    assert_eq!(others.count(), Some(2));
     for device in &devices[1..] {
         let session = device.begin();
         assert_eq!(
@@ -1063,7 +1064,7 @@ pub async fn devices_can_be_signed_out<S: SessionStore + Clone>(store: S) {
     let everywhere = devices[0]
         .request(|session| async move { session.destroy_all_user_sessions().await.expect("end") })
         .await;
-    assert_eq!(everywhere, 1);
+    assert_eq!(everywhere.count(), Some(1));
     assert_eq!(
         devices[0].cookie(),
         None,

@@ -92,7 +92,7 @@ async fn revoke(session: Session, Path(handle): Path<String>) -> Result<StatusCo
 
 async fn revoke_others(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
     Ok(Json(
-        json!({"revoked": session.destroy_other_sessions().await?}),
+        json!({"revoked": session.destroy_other_sessions().await?.count()}),
     ))
 }
 

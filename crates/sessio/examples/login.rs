@@ -113,7 +113,10 @@ async fn end_others(session: Session) -> Result<Redirect, SessionError> {
     session
         .flash(
             FlashLevel::Info,
-            format!("Signed out {ended} other device(s)."),
+            format!(
+                "Signed out {} other device(s).",
+                ended.count().unwrap_or_default()
+            ),
         )
         .await?;
     Ok(Redirect::to("/"))

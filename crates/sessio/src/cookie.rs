@@ -28,6 +28,8 @@ pub(crate) enum Incoming {
     Invalid,
     /// A syntactically valid id; the store decides whether it names a session.
     Id(SessionId),
+    /// A cookie-only session's sealed value, not yet opened.
+    Sealed(String),
 }
 
 /// Cookie attributes, validated once when the layer is built. Set and removal cookies are
@@ -100,10 +102,11 @@ impl CookieSettings {
         Ok(())
     }
 
-    /// Finds the session id among the request's cookies, without allocating. When several
-    /// cookies carry the session name (say, an old one with another path), the first that
-    /// is a well-formed id wins.
-    pub(crate) fn incoming(&self, headers: &HeaderMap) -> Incoming {
+    /// Finds the session cookie among the request's cookies. For server-stored sessions,
+    /// the first well-formed id wins, found without allocating (when several cookies carry
+    /// the name, say an old one with another path). For cookie-only sessions, the first
+    /// value of a possible size is taken, to be opened later.
+    pub(crate) fn incoming(&self, headers: &HeaderMap, sealed: bool) -> Incoming {
         let mut found = Incoming::Missing;
         for header in headers.get_all(COOKIE) {
             let Ok(header) = header.to_str() else {
@@ -116,7 +119,15 @@ impl CookieSettings {
                 if name.trim() != self.name {
                     continue;
                 }
-                match SessionId::parse(value.trim()) {
+                let value = value.trim();
+                if sealed {
+                    if self.name.len() + 1 + value.len() <= crate::sealed::MAX_COOKIE_BYTES {
+                        return Incoming::Sealed(value.to_owned());
+                    }
+                    found = Incoming::Invalid;
+                    continue;
+                }
+                match SessionId::parse(value) {
                     Some(id) => return Incoming::Id(id),
                     None => found = Incoming::Invalid,
                 }
@@ -145,7 +156,12 @@ impl CookieSettings {
     /// The `Set-Cookie` value that gives the browser `id`, valid for `max_age` (or until the
     /// browser closes, for browser-session cookies).
     pub(crate) fn set(&self, id: &SessionId, max_age: Duration) -> Option<HeaderValue> {
-        let mut builder = self.cookie(id.expose_cookie_value());
+        self.set_value(id.expose_cookie_value(), max_age)
+    }
+
+    /// [`CookieSettings::set`] for any value: a cookie-only session's sealed value.
+    pub(crate) fn set_value(&self, value: String, max_age: Duration) -> Option<HeaderValue> {
+        let mut builder = self.cookie(value);
         if !self.browser_session {
             let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
             builder = builder.max_age(cookie::time::Duration::seconds(seconds));
@@ -253,14 +269,20 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("other=1; __Host-sessio=garbage"),
         );
-        assert!(matches!(settings.incoming(&headers), Incoming::Invalid));
+        assert!(matches!(
+            settings.incoming(&headers, false),
+            Incoming::Invalid
+        ));
         headers.append(
             COOKIE,
             HeaderValue::try_from(format!("__Host-sessio={id}")).unwrap(),
         );
-        assert!(matches!(settings.incoming(&headers), Incoming::Id(_)));
         assert!(matches!(
-            settings.incoming(&HeaderMap::new()),
+            settings.incoming(&headers, false),
+            Incoming::Id(_)
+        ));
+        assert!(matches!(
+            settings.incoming(&HeaderMap::new(), false),
             Incoming::Missing
         ));
     }

@@ -54,6 +54,21 @@ pub enum SessionError {
     /// No session id could be drawn.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// A cookie-only session would not fit in a cookie (G10): browsers drop cookies over 4096
+    /// bytes, so sessio refuses before anything is sent.
+    #[error(
+        "the session cookie would be {size} bytes, over the {limit} browsers keep; store less in a cookie-only session, or use a server store"
+    )]
+    CookieTooLarge {
+        /// Name plus value, in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The operation needs sessions kept on the server (or a revocation store), which
+    /// cookie-only sessions do not have.
+    #[error("{0}")]
+    NeedsServerStore(&'static str),
 }
 
 impl SessionError {
@@ -106,4 +121,23 @@ pub enum ConfigError {
     /// The maximum data size is zero.
     #[error("the maximum session data size must be larger than zero")]
     ZeroDataLimit,
+    /// A cookie key id is empty, too long, has characters other than `A-Za-z0-9_-`, or is
+    /// listed twice.
+    #[error(
+        "cookie key id {0:?} must be 1 to 16 characters of A-Za-z0-9_- and unique in the key ring"
+    )]
+    InvalidKeyId(String),
+    /// A cookie key that would not keep sessions secret (G10).
+    #[error("{0}")]
+    WeakCookieKey(&'static str),
+    /// Revocation entries must expire, so revocable cookie sessions need an absolute lifetime.
+    #[error(
+        "revocable cookie-only sessions need an absolute lifetime, so that revocation entries can expire"
+    )]
+    RevocationNeedsAbsoluteLifetime,
+    /// A revocation store was given for sessions kept in a server store, which need none.
+    #[error(
+        "a revocation store is only for cookie-only sessions (Sessions::cookie_builder); server-stored sessions are revoked in their store"
+    )]
+    RevocationNeedsCookieSessions,
 }

@@ -92,6 +92,8 @@ mod id;
 mod memory;
 mod patch;
 mod record;
+mod revocation;
+mod sealed;
 mod service;
 mod session;
 mod sessions;
@@ -109,8 +111,11 @@ pub use crate::patch::{CycleChange, Patch, Touch};
 pub use crate::record::{
     Data, DataMap, ExpiryOverrides, Flash, FlashLevel, Record, SessionInfo, UserBinding,
 };
+#[doc(hidden)]
+pub use crate::sealed::fuzz_open;
+pub use crate::sealed::{CookieKey, KeyRing, MAX_COOKIE_BYTES};
 pub use crate::service::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::{Commit, LoginInfo, Session};
-pub use crate::sessions::{Sessions, SessionsBuilder};
+pub use crate::sessions::{EndedSessions, Sessions, SessionsBuilder};
 pub use crate::store::{BoxError, SessionStore, StoreError, WriteOutcome};
 pub use crate::time::{Clock, SystemClock, Timestamp};

@@ -21,9 +21,11 @@ use crate::patch::{CycleChange, Patch, Touch};
 use crate::record::{
     Data, DataMap, ExpiryOverrides, Flash, FlashLevel, Record, SessionInfo, UserBinding,
 };
-use crate::sessions::Shared;
+use crate::sessions::{EndedSessions, Shared};
 use crate::store::{StoreError, WriteOutcome};
 use crate::time::Timestamp;
+
+mod sealed;
 
 /// Longest `User-Agent` kept for the device list; longer ones are cut, so a client cannot
 /// grow its record without bound.
@@ -76,11 +78,29 @@ enum CookieChange {
     Remove,
 }
 
-/// A record this request knows to be in the store.
+/// A session this request knows to exist.
 struct Live {
-    id: SessionId,
-    digest: IdDigest,
+    key: LiveKey,
     record: Record,
+}
+
+/// What finds the session again: its id (server stores), or nothing but the record itself
+/// (cookie-only sessions).
+enum LiveKey {
+    Server { id: SessionId, digest: IdDigest },
+    Sealed { issued_at: Timestamp },
+}
+
+impl Live {
+    /// The id and digest of a server-stored session.
+    fn server(&self) -> Result<(&SessionId, &IdDigest), SessionError> {
+        match &self.key {
+            LiveKey::Server { id, digest } => Ok((id, digest)),
+            LiveKey::Sealed { .. } => Err(SessionError::NeedsServerStore(
+                "a cookie-only session has no server record",
+            )),
+        }
+    }
 }
 
 enum Stored {
@@ -124,6 +144,9 @@ struct State {
     data: Option<DataMap>,
     pending: Pending,
     cookie: CookieChange,
+    /// Cookie-only sessions: the cookie must be sealed again even without pending changes
+    /// (taken flashes, an older key, a new identity).
+    reseal: bool,
 }
 
 struct Inner {
@@ -202,6 +225,7 @@ impl Session {
                     data: None,
                     pending: Pending::default(),
                     cookie: CookieChange::Keep,
+                    reseal: false,
                 }),
             }),
         }
@@ -242,6 +266,7 @@ impl Session {
         }
         let id = match &self.inner.incoming {
             Incoming::Id(id) => id,
+            Incoming::Sealed(value) => return self.open_sealed(state, value).await,
             Incoming::Invalid => {
                 self.shared().events.kind(EventKind::InvalidCookie);
                 state.stored = Stored::Absent;
@@ -255,8 +280,8 @@ impl Session {
         let shared = self.shared();
         let digest = shared.hasher.digest(id);
         let now = shared.now();
-        let record = shared
-            .store
+        let store = shared.store()?;
+        let record = store
             .load(&digest, now)
             .instrument(tracing::debug_span!("sessio.load"))
             .await
@@ -270,14 +295,16 @@ impl Session {
             {
                 self.emit(EventKind::Expired, Some(&record));
                 // Best effort: the record is dead either way, and purge removes it later.
-                let _ = shared.store.destroy(&digest, now).await;
+                let _ = store.destroy(&digest, now).await;
                 Stored::Absent
             }
             Some(record) => {
                 self.emit(EventKind::Loaded, Some(&record));
                 Stored::Present(Box::new(Live {
-                    id: id.clone(),
-                    digest,
+                    key: LiveKey::Server {
+                        id: id.clone(),
+                        digest,
+                    },
                     record,
                 }))
             }
@@ -363,7 +390,12 @@ impl Session {
         if size > limit {
             return Err(SessionError::TooLarge { size, limit });
         }
-        data.insert(key.to_owned(), raw.clone());
+        if self.shared().sealed().is_some() {
+            let mut trial = data.clone();
+            trial.insert(key.to_owned(), raw.clone());
+            self.check_cookie_size(&state, &trial)?;
+        }
+        self.data(&mut state)?.insert(key.to_owned(), raw.clone());
         state.pending.changes.insert(key.to_owned(), Some(raw));
         Ok(())
     }
@@ -441,14 +473,20 @@ impl Session {
         if let Stored::Present(live) = &mut state.stored
             && !live.record.flashes.is_empty()
         {
-            let shared = &self.inner.shared;
-            let taken = shared
-                .store
-                .take_flashes(&live.digest, shared.now())
-                .await
-                .map_err(|error| self.store_failed(error))?;
-            live.record.flashes.clear();
-            flashes = taken.unwrap_or_default();
+            if let LiveKey::Server { digest, .. } = &live.key {
+                let shared = &self.inner.shared;
+                let taken = shared
+                    .store()?
+                    .take_flashes(digest, shared.now())
+                    .await
+                    .map_err(|error| self.store_failed(error))?;
+                live.record.flashes.clear();
+                flashes = taken.unwrap_or_default();
+            } else {
+                // Cookie-only: taken from this request's copy; the next cookie omits them.
+                flashes = std::mem::take(&mut live.record.flashes);
+                state.reseal = true;
+            }
         }
         flashes.append(&mut state.pending.flashes);
         Ok(flashes)
@@ -470,23 +508,33 @@ impl Session {
 
     async fn destroy_locked(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
+        if shared.sealed().is_some() {
+            self.load(state).await?;
+            self.revoke_sealed(state).await?;
+        }
         let (digest, record) = match (&state.stored, &self.inner.incoming) {
-            (Stored::Present(live), _) => (Some(live.digest), Some(&live.record)),
+            (Stored::Present(live), _) => match &live.key {
+                LiveKey::Server { digest, .. } => (Some(*digest), Some(&live.record)),
+                LiveKey::Sealed { .. } => (None, Some(&live.record)),
+            },
             // Not loaded yet: destroy by digest, without a load round trip.
             (Stored::Unloaded, Incoming::Id(id)) => (Some(shared.hasher.digest(id)), None),
             _ => (None, None),
         };
+        if record.is_some() && digest.is_none() {
+            self.emit(EventKind::Destroyed, record);
+        }
         if let Some(digest) = digest {
             let now = shared.now();
-            let destroyed = shared
-                .store
+            let store = shared.store()?;
+            let destroyed = store
                 .destroy(&digest, now)
                 .instrument(tracing::debug_span!("sessio.destroy"))
                 .await;
             if let Err(error) = destroyed {
                 // The reply may have been lost after the delete happened: look before
                 // reporting a failure.
-                if !matches!(shared.store.load(&digest, now).await, Ok(None)) {
+                if !matches!(store.load(&digest, now).await, Ok(None)) {
                     return Err(self.store_failed(error));
                 }
             }
@@ -541,6 +589,9 @@ impl Session {
         self.load(state).await?;
         let shared = &self.inner.shared;
         let now = shared.now();
+        if shared.sealed().is_some() && matches!(state.stored, Stored::Present(_)) {
+            return self.move_sealed(state, bind, restart_lifetime, now).await;
+        }
         let Stored::Present(live) = &mut state.stored else {
             // Nothing stored yet: a login creates the record now; otherwise the save at the
             // end of the request will create it under a fresh id anyway.
@@ -567,16 +618,17 @@ impl Session {
             moved_marker_until: shared.moved_marker_until(now, live.record.expires_at),
             max_sessions_per_user: shared.max_sessions_per_user,
         };
+        let old = *live.server()?.1;
+        let store = shared.store()?;
         for _ in 0..ID_ATTEMPTS {
-            let (id, digest) = self.id_in_route(&live.digest)?;
-            let cycled = shared
-                .store
-                .cycle(&live.digest, &digest, &change, now)
+            let (id, digest) = self.id_in_route(&old)?;
+            let cycled = store
+                .cycle(&old, &digest, &change, now)
                 .instrument(tracing::debug_span!("sessio.cycle"))
                 .await;
             let outcome = match cycled {
                 Ok(outcome) => outcome,
-                Err(error) => match shared.store.load(&digest, now).await {
+                Err(error) => match store.load(&digest, now).await {
                     // The reply was lost after the move happened: the new id is the one.
                     Ok(Some(_)) => WriteOutcome::Done,
                     _ => {
@@ -597,8 +649,7 @@ impl Session {
                     if let Some(bind) = change.bind {
                         record.user = Some(bind);
                     }
-                    live.id = id;
-                    live.digest = digest;
+                    live.key = LiveKey::Server { id, digest };
                     state.cookie = CookieChange::Set;
                     self.emit(EventKind::Cycled, Some(&live.record));
                     return Ok(());
@@ -637,7 +688,7 @@ impl Session {
     /// [`SessionStore::route_bits`](crate::SessionStore::route_bits)).
     fn id_in_route(&self, old: &IdDigest) -> Result<(SessionId, IdDigest), SessionError> {
         let shared = &self.inner.shared;
-        let bits = shared.store.route_bits();
+        let bits = shared.route_bits();
         let route = old.route(bits);
         // With 16 bits at most, 2^16 draws on average; a bound of 64 times that makes
         // running out a probability of e^-64.
@@ -664,7 +715,7 @@ impl Session {
         let shared = &self.inner.shared;
         let data = Data::from_entries(self.data(state)?);
         let expiry = state.pending.expiry.unwrap_or_default();
-        let route_bits = shared.store.route_bits();
+        let route_bits = shared.route_bits();
         let mut record = Record {
             handle: SessionHandle::generate()?,
             created_at: now,
@@ -675,6 +726,18 @@ impl Session {
             data,
             flashes: std::mem::take(&mut state.pending.flashes),
         };
+        if shared.sealed().is_some() {
+            self.emit(EventKind::Created, Some(&record));
+            state.pending = Pending::default();
+            state.stored = Stored::Present(Box::new(Live {
+                key: LiveKey::Sealed { issued_at: now },
+                record,
+            }));
+            state.cookie = CookieChange::Set;
+            state.reseal = true;
+            return Ok(());
+        }
+        let store = shared.store()?;
         for _ in 0..ID_ATTEMPTS {
             let id = SessionId::generate()?;
             let digest = shared.hasher.digest(&id);
@@ -682,14 +745,13 @@ impl Session {
                 record.handle =
                     SessionHandle::generate_routed(digest.route(route_bits), route_bits)?;
             }
-            let created = shared
-                .store
+            let created = store
                 .create(&digest, &record, shared.max_sessions_per_user)
                 .instrument(tracing::debug_span!("sessio.create"))
                 .await;
             let created = match created {
                 Ok(outcome) => outcome,
-                Err(error) => match shared.store.load(&digest, now).await {
+                Err(error) => match store.load(&digest, now).await {
                     Ok(Some(_)) => WriteOutcome::Done,
                     _ => {
                         state.pending.flashes = record.flashes;
@@ -700,7 +762,10 @@ impl Session {
             if created == WriteOutcome::Done {
                 self.emit(EventKind::Created, Some(&record));
                 state.pending = Pending::default();
-                state.stored = Stored::Present(Box::new(Live { id, digest, record }));
+                state.stored = Stored::Present(Box::new(Live {
+                    key: LiveKey::Server { id, digest },
+                    record,
+                }));
                 state.cookie = CookieChange::Set;
                 return Ok(());
             }
@@ -763,12 +828,15 @@ impl Session {
 
     /// The sessions of this session's user: one per device, with this one marked `current`
     /// (G4).
+    ///
+    /// Needs a server store: cookie-only sessions are not kept anywhere they could be listed
+    /// from, and this returns [`SessionError::NeedsServerStore`] for them.
     pub async fn user_sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
         let mut state = self.state().await;
         let (user_id, handle) = self.logged_in(&mut state).await?;
         let shared = &self.inner.shared;
         let mut sessions = shared
-            .store
+            .store()?
             .list_user(&user_id, shared.now())
             .await
             .map_err(|error| self.store_failed(error))?;
@@ -780,7 +848,7 @@ impl Session {
 
     /// Ends one of this user's sessions by its handle ("sign out that device"); returns
     /// whether it was one of the user's live sessions. The current session's own handle
-    /// ends this session as [`Session::destroy`] does.
+    /// ends this session as [`Session::destroy`] does. Other handles need a server store.
     pub async fn destroy_session(&self, handle: &SessionHandle) -> Result<bool, SessionError> {
         let mut state = self.state().await;
         let (user_id, current_handle) = self.logged_in(&mut state).await?;
@@ -790,7 +858,7 @@ impl Session {
         }
         let shared = &self.inner.shared;
         let destroyed = shared
-            .store
+            .store()?
             .destroy_user_session(&user_id, handle, shared.now())
             .await
             .map_err(|error| self.store_failed(error))?;
@@ -805,25 +873,37 @@ impl Session {
         Ok(destroyed)
     }
 
-    /// Ends every other session of this user ("sign out all other devices"); returns how
-    /// many.
-    pub async fn destroy_other_sessions(&self) -> Result<u64, SessionError> {
+    /// Ends every other session of this user ("sign out all other devices"). Cookie-only
+    /// sessions need a revocation store for this, and cannot count what they ended.
+    pub async fn destroy_other_sessions(&self) -> Result<EndedSessions, SessionError> {
         let mut state = self.state().await;
         let (user_id, handle) = self.logged_in(&mut state).await?;
-        self.destroy_user_sessions(&user_id, Some(&handle)).await
+        if self.shared().sealed().is_some() {
+            self.revoke_user_sealed(&mut state, &user_id, true).await?;
+            return Ok(EndedSessions::Uncounted);
+        }
+        self.destroy_user_sessions(&user_id, Some(&handle))
+            .await
+            .map(EndedSessions::Counted)
     }
 
-    /// Ends every session of this user, this one included ("sign out everywhere"); returns
-    /// how many. The response removes this session's cookie.
-    pub async fn destroy_all_user_sessions(&self) -> Result<u64, SessionError> {
+    /// Ends every session of this user, this one included ("sign out everywhere"). The
+    /// response removes this session's cookie. Cookie-only sessions need a revocation store
+    /// for this, and cannot count what they ended.
+    pub async fn destroy_all_user_sessions(&self) -> Result<EndedSessions, SessionError> {
         let mut state = self.state().await;
         let (user_id, _) = self.logged_in(&mut state).await?;
-        let destroyed = self.destroy_user_sessions(&user_id, None).await?;
+        let ended = if self.shared().sealed().is_some() {
+            self.revoke_user_sealed(&mut state, &user_id, false).await?;
+            EndedSessions::Uncounted
+        } else {
+            EndedSessions::Counted(self.destroy_user_sessions(&user_id, None).await?)
+        };
         state.stored = Stored::Absent;
         state.data = Some(DataMap::new());
         state.pending = Pending::default();
         state.cookie = CookieChange::Remove;
-        Ok(destroyed)
+        Ok(ended)
     }
 
     async fn destroy_user_sessions(
@@ -833,7 +913,7 @@ impl Session {
     ) -> Result<u64, SessionError> {
         let shared = &self.inner.shared;
         let destroyed = shared
-            .store
+            .store()?
             .destroy_user_sessions(user_id, except, shared.now())
             .await
             .map_err(|error| self.store_failed(error))?;
@@ -892,8 +972,20 @@ impl Session {
         let cookie = &self.shared().cookie;
         commit.set_cookie = match (state.cookie, &state.stored) {
             (CookieChange::Set, Stored::Present(live)) => {
-                let now = self.shared().now();
-                cookie.set(&live.id, live.record.expires_at.saturating_since(now))
+                let max_age = live.record.expires_at.saturating_since(self.shared().now());
+                match &live.key {
+                    LiveKey::Server { id, .. } => cookie.set(id, max_age),
+                    LiveKey::Sealed { issued_at } => match self.seal(&live.record, *issued_at) {
+                        Ok(value) => cookie.set_value(value, max_age),
+                        Err(error) => {
+                            // Too large to send: an error response, never a silently
+                            // dropped cookie (G10).
+                            commit.replace_status = Some(StatusCode::INTERNAL_SERVER_ERROR);
+                            commit.error = Some(error);
+                            None
+                        }
+                    },
+                }
             }
             (CookieChange::Remove, _) => cookie.removal(),
             _ => None,
@@ -914,12 +1006,16 @@ impl Session {
                     Ok(())
                 }
             }
+            Stored::Present(live) if matches!(live.key, LiveKey::Sealed { .. }) => {
+                self.save_sealed(state, now)
+            }
             Stored::Present(live) => {
                 let record = &live.record;
                 let touch_due = now.saturating_since(record.last_seen_at) >= shared.touch_interval;
                 if state.pending.is_empty() && !touch_due {
                     return Ok(());
                 }
+                let digest = *live.server()?.1;
                 let expiry = state.pending.expiry.unwrap_or(record.expiry);
                 let mut patch = state.pending.take_patch();
                 if touch_due || patch.expiry.is_some() {
@@ -931,8 +1027,8 @@ impl Session {
                 let span =
                     tracing::debug_span!("sessio.save", touch_only = !patch.changes_content());
                 let outcome = shared
-                    .store
-                    .apply(&live.digest, &patch, now)
+                    .store()?
+                    .apply(&digest, &patch, now)
                     .instrument(span)
                     .await;
                 match outcome {

@@ -13,6 +13,8 @@ use crate::error::{ConfigError, SessionError};
 use crate::events::{Event, EventKind, EventListener, Events, Metrics};
 use crate::id::{IdDigest, IdHasher, SessionHandle, SessionId};
 use crate::record::{ExpiryOverrides, SessionInfo};
+use crate::revocation::Revocations;
+use crate::sealed::KeyRing;
 use crate::service::SessionLayer;
 use crate::session::Session;
 use crate::store::{DynStore, SessionStore};
@@ -26,10 +28,28 @@ const MAX_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 /// moment of a login to finish.
 const MOVED_MARKER_TTL: Duration = Duration::from_secs(120);
 const PURGE_BATCH: usize = 1_000;
+/// Bound into every sealed cookie, so a cookie sealed by another app with the same key and
+/// cookie name does not open here.
+const DEFAULT_PURPOSE: &str = "sessio-session";
+
+/// Where sessions live.
+pub(crate) enum Backend {
+    /// Records in a store, the cookie holding only the id.
+    Server(Box<dyn DynStore>),
+    /// The whole session sealed in the cookie.
+    Sealed(SealedBackend),
+}
+
+/// Cookie-only sessions: the key ring, and optionally where revocations are kept.
+pub(crate) struct SealedBackend {
+    pub(crate) ring: KeyRing,
+    pub(crate) purpose: String,
+    pub(crate) revocations: Option<Revocations>,
+}
 
 /// Everything decided when the layer is built.
 pub(crate) struct Shared {
-    pub(crate) store: Box<dyn DynStore>,
+    pub(crate) backend: Backend,
     pub(crate) cookie: CookieSettings,
     pub(crate) hasher: IdHasher,
     pub(crate) idle_timeout: Option<Duration>,
@@ -43,9 +63,37 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
 }
 
+pub(crate) const NEEDS_REVOCATION_STORE: &str = "ending other copies of a cookie-only session needs a revocation store (SessionsBuilder::revocation_store)";
+
+const NEEDS_SERVER_STORE: &str = "this operation needs sessions kept in a server store; cookie-only sessions cannot list or count sessions";
+
 impl Shared {
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The server store, or the error that explains why cookie-only sessions cannot do this.
+    pub(crate) fn store(&self) -> Result<&dyn DynStore, SessionError> {
+        match &self.backend {
+            Backend::Server(store) => Ok(store.as_ref()),
+            Backend::Sealed(_) => Err(SessionError::NeedsServerStore(NEEDS_SERVER_STORE)),
+        }
+    }
+
+    /// The cookie-only backend, if sessions are cookie-only.
+    pub(crate) fn sealed(&self) -> Option<&SealedBackend> {
+        match &self.backend {
+            Backend::Sealed(sealed) => Some(sealed),
+            Backend::Server(_) => None,
+        }
+    }
+
+    /// See [`SessionStore::route_bits`]; cookie-only sessions have no partitions.
+    pub(crate) fn route_bits(&self) -> u8 {
+        match &self.backend {
+            Backend::Server(store) => store.route_bits(),
+            Backend::Sealed(_) => 0,
+        }
     }
 
     /// When a session with these times and overrides expires: the earlier of its idle and
@@ -114,8 +162,40 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// Starts configuring sessions kept in `store`.
     pub fn builder(store: impl SessionStore) -> SessionsBuilder {
+        Self::builder_for(BackendChoice::Server(Box::new(store)))
+    }
+
+    /// Starts configuring cookie-only sessions: the whole session sealed with AES-256-GCM in
+    /// its cookie, no server store needed (G10).
+    ///
+    /// Choose them when there is nowhere to keep sessions and they stay small (a cookie holds
+    /// at most 4096 bytes). What they cannot do: list a user's devices, or count sessions;
+    /// keep two concurrent requests' changes (the last response's cookie wins, G5 does not
+    /// hold); show a flash message exactly once to concurrent requests. And ending one clears
+    /// only the cookie of the browser that asked: a copy of the cookie stays valid until it
+    /// expires, unless [`SessionsBuilder::revocation_store`] is set.
+    ///
+    /// ```
+    /// use sessio::{CookieKey, KeyRing, MemoryStore, Sessions};
+    ///
+    /// # fn main() -> Result<(), sessio::ConfigError> {
+    /// let key = CookieKey::new("2026-12", &[7u8; 32])?; // 32 secret random bytes, really
+    /// let sessions = Sessions::cookie_builder(KeyRing::single(key))
+    ///     .revocation_store(MemoryStore::new()) // optional: makes destroy end every copy
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cookie_builder(keys: KeyRing) -> SessionsBuilder {
+        Self::builder_for(BackendChoice::Sealed {
+            ring: keys,
+            purpose: DEFAULT_PURPOSE.to_owned(),
+            revocations: None,
+        })
+    }
+
+    fn builder_for(backend: BackendChoice) -> SessionsBuilder {
         SessionsBuilder {
-            store: Box::new(store),
+            backend,
             cookie: CookieSettings::default(),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             absolute_lifetime: Some(DEFAULT_ABSOLUTE_LIFETIME),
@@ -127,6 +207,7 @@ impl Sessions {
             ended_status: StatusCode::CONFLICT,
             listeners: Vec::new(),
             clock: Arc::new(SystemClock),
+            revocation_misplaced: false,
         }
     }
 
@@ -143,7 +224,11 @@ impl Sessions {
     /// The session of a request with these headers, for frameworks other than tower: call
     /// [`Session::commit`] when the response is ready and apply what it returns.
     pub fn session_for(&self, headers: &HeaderMap) -> Session {
-        Session::new(self.shared.clone(), self.shared.cookie.incoming(headers))
+        let sealed = self.shared.sealed().is_some();
+        Session::new(
+            self.shared.clone(),
+            self.shared.cookie.incoming(headers, sealed),
+        )
     }
 
     /// The digest the store keys `id`'s record by (G6). Not a secret (it cannot be turned
@@ -152,15 +237,16 @@ impl Sessions {
         self.shared.hasher.digest(id)
     }
 
-    /// Lists the live sessions of a user, oldest first (G4).
+    /// Lists the live sessions of a user, oldest first (G4). Needs a server store.
     pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, SessionError> {
         let shared = &self.shared;
-        let listed = shared.store.list_user(user_id, shared.now()).await;
+        let listed = shared.store()?.list_user(user_id, shared.now()).await;
         self.observe(listed)
     }
 
     /// Ends one session of a user; returns whether it was live. The next request with its
-    /// cookie is anonymous, and a request in flight cannot save it back (G2).
+    /// cookie is anonymous, and a request in flight cannot save it back (G2). Needs a server
+    /// store (cookie-only sessions have no handles anyone could list).
     pub async fn destroy_user_session(
         &self,
         user_id: &str,
@@ -168,7 +254,7 @@ impl Sessions {
     ) -> Result<bool, SessionError> {
         let shared = &self.shared;
         let destroyed = shared
-            .store
+            .store()?
             .destroy_user_session(user_id, handle, shared.now())
             .await;
         let destroyed = self.observe(destroyed)?;
@@ -178,36 +264,64 @@ impl Sessions {
         Ok(destroyed)
     }
 
-    /// Ends every session of a user ("log out everywhere"); returns how many were live.
-    pub async fn destroy_user_sessions(&self, user_id: &str) -> Result<u64, SessionError> {
+    /// Ends every session of a user ("log out everywhere"). With cookie-only sessions this
+    /// needs a revocation store, and the number ended is not known.
+    pub async fn destroy_user_sessions(
+        &self,
+        user_id: &str,
+    ) -> Result<EndedSessions, SessionError> {
         self.destroy_user_sessions_except(user_id, None).await
     }
 
-    /// Ends every session of a user but the one with handle `keep`, if any; returns how many
-    /// were live.
+    /// Ends every session of a user but the one with handle `keep`, if any.
     pub async fn destroy_user_sessions_except(
         &self,
         user_id: &str,
         keep: Option<&SessionHandle>,
-    ) -> Result<u64, SessionError> {
+    ) -> Result<EndedSessions, SessionError> {
         let shared = &self.shared;
+        if let Some(sealed) = shared.sealed() {
+            if keep.is_some() {
+                return Err(SessionError::NeedsServerStore(
+                    "cookie-only sessions have no handles; keep a session by ending the others from its own request",
+                ));
+            }
+            let revocations = sealed
+                .revocations
+                .as_ref()
+                .ok_or(SessionError::NeedsServerStore(NEEDS_REVOCATION_STORE))?;
+            let revoked = revocations.revoke_user(user_id, shared.now()).await;
+            self.observe(revoked)?;
+            self.revoked(user_id, None, 1);
+            return Ok(EndedSessions::Uncounted);
+        }
         let destroyed = shared
-            .store
+            .store()?
             .destroy_user_sessions(user_id, keep, shared.now())
             .await;
         let destroyed = self.observe(destroyed)?;
         self.revoked(user_id, None, destroyed);
-        Ok(destroyed)
+        Ok(EndedSessions::Counted(destroyed))
     }
 
     /// Deletes every expired record now, in batches so that live requests are never held up
-    /// for long; returns how many it deleted. Stores purge on their own too (G8).
+    /// for long; returns how many it deleted. Stores purge on their own too (G8). For
+    /// cookie-only sessions, purges the revocation store (expired sessions need no purge:
+    /// their cookies expire).
     pub async fn purge_expired(&self) -> Result<u64, SessionError> {
         let shared = &self.shared;
+        let store = match &shared.backend {
+            Backend::Server(store) => store.as_ref(),
+            Backend::Sealed(SealedBackend {
+                revocations: Some(revocations),
+                ..
+            }) => revocations.store.as_ref(),
+            Backend::Sealed(_) => return Ok(0),
+        };
         let now = shared.now();
         let mut total = 0;
         loop {
-            let purged = shared.store.purge_expired(now, PURGE_BATCH).await;
+            let purged = store.purge_expired(now, PURGE_BATCH).await;
             let purged = self.observe(purged)?;
             total += purged;
             if purged < PURGE_BATCH as u64 {
@@ -216,10 +330,10 @@ impl Sessions {
         }
     }
 
-    /// Counts live sessions.
+    /// Counts live sessions. Needs a server store.
     pub async fn count(&self) -> Result<u64, SessionError> {
         let shared = &self.shared;
-        let counted = shared.store.count(shared.now()).await;
+        let counted = shared.store()?.count(shared.now()).await;
         self.observe(counted)
     }
 
@@ -247,6 +361,36 @@ impl Sessions {
     }
 }
 
+/// How many sessions an "end them all" reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedSessions {
+    /// This many live sessions were ended.
+    Counted(u64),
+    /// Every session issued before now was ended, but how many there were is not known:
+    /// cookie-only sessions are not kept anywhere to be counted.
+    Uncounted,
+}
+
+impl EndedSessions {
+    /// The number ended, if known.
+    pub fn count(self) -> Option<u64> {
+        match self {
+            Self::Counted(count) => Some(count),
+            Self::Uncounted => None,
+        }
+    }
+}
+
+/// What [`SessionsBuilder`] will keep sessions in.
+enum BackendChoice {
+    Server(Box<dyn DynStore>),
+    Sealed {
+        ring: KeyRing,
+        purpose: String,
+        revocations: Option<Box<dyn DynStore>>,
+    },
+}
+
 /// Configuration for [`Sessions`]; every setting has a secure default.
 ///
 /// Defaults: cookie `__Host-sessio` with `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/` and
@@ -254,7 +398,7 @@ impl Sessions {
 /// minute (or a tenth of the idle timeout, if shorter); data up to 64 KiB; `503` when the
 /// store fails and `409` when the session ended during the request.
 pub struct SessionsBuilder {
-    store: Box<dyn DynStore>,
+    backend: BackendChoice,
     cookie: CookieSettings,
     idle_timeout: Option<Duration>,
     absolute_lifetime: Option<Duration>,
@@ -266,6 +410,7 @@ pub struct SessionsBuilder {
     ended_status: StatusCode,
     listeners: Vec<Arc<dyn EventListener>>,
     clock: Arc<dyn Clock>,
+    revocation_misplaced: bool,
 }
 
 impl std::fmt::Debug for SessionsBuilder {
@@ -389,6 +534,32 @@ impl SessionsBuilder {
         self
     }
 
+    /// For cookie-only sessions: keep revocations in `store`, so that destroying a session
+    /// also rejects every copy of its cookie, and "log out everywhere" works (G10). Costs
+    /// one small store read per request that uses the session. Needs an absolute lifetime,
+    /// which bounds how long a revocation must be kept. Use a store (or key prefix, or
+    /// schema) of its own: revocation records would count as sessions in a shared one.
+    pub fn revocation_store(mut self, store: impl SessionStore) -> Self {
+        match &mut self.backend {
+            BackendChoice::Sealed { revocations, .. } => *revocations = Some(Box::new(store)),
+            BackendChoice::Server(_) => self.revocation_misplaced = true,
+        }
+        self
+    }
+
+    /// For cookie-only sessions: a string naming what the cookie is for, bound into every
+    /// cookie, so that a cookie sealed by another app sharing the key and cookie name does not
+    /// open here (default `sessio-session`).
+    pub fn cookie_purpose(mut self, purpose: impl Into<String>) -> Self {
+        if let BackendChoice::Sealed {
+            purpose: current, ..
+        } = &mut self.backend
+        {
+            *current = purpose.into();
+        }
+        self
+    }
+
     /// The clock to read (default: the system clock). Tests use a manual clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -425,9 +596,31 @@ impl SessionsBuilder {
                 Hmac::new_from_slice(&pepper).map_err(|_| ConfigError::PepperTooShort)?,
             ),
         };
+        if self.revocation_misplaced {
+            return Err(ConfigError::RevocationNeedsCookieSessions);
+        }
+        let backend = match self.backend {
+            BackendChoice::Server(store) => Backend::Server(store),
+            BackendChoice::Sealed {
+                ring,
+                purpose,
+                revocations,
+            } => {
+                let revocations = match (revocations, self.absolute_lifetime) {
+                    (Some(store), Some(horizon)) => Some(Revocations { store, horizon }),
+                    (Some(_), None) => return Err(ConfigError::RevocationNeedsAbsoluteLifetime),
+                    (None, _) => None,
+                };
+                Backend::Sealed(SealedBackend {
+                    ring,
+                    purpose,
+                    revocations,
+                })
+            }
+        };
         Ok(Sessions {
             shared: Arc::new(Shared {
-                store: self.store,
+                backend,
                 cookie: self.cookie,
                 hasher,
                 idle_timeout: self.idle_timeout,
