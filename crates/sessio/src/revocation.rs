@@ -120,14 +120,18 @@ impl Revocations {
         }
     }
 
-    /// Revokes every session of `user_id` issued before `now`.
+    /// Revokes every session of `user_id` issued at or before `now`; returns the "not
+    /// before" time a session must be issued at to survive.
     pub(crate) async fn revoke_user(
         &self,
         user_id: &str,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let change = (NOT_BEFORE.to_owned(), raw(now.as_millis())?);
-        self.upsert(&user_digest(user_id), change, now, now).await
+    ) -> Result<Timestamp, StoreError> {
+        // Strictly after now: a session issued in this very millisecond is revoked too.
+        let not_before = now.saturating_add(Duration::from_millis(1));
+        let change = (NOT_BEFORE.to_owned(), raw(not_before.as_millis())?);
+        self.upsert(&user_digest(user_id), change, now, now).await?;
+        Ok(not_before)
     }
 
     fn record(&self, data: Data, now: Timestamp, until: Timestamp) -> Result<Record, StoreError> {

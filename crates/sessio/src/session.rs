@@ -460,6 +460,13 @@ impl Session {
             return Err(SessionError::TooLarge { size, limit });
         }
         state.pending.flashes.push(Flash { level, message });
+        if self.shared().sealed().is_some() {
+            let data = self.data(&mut state)?.clone();
+            if let Err(error) = self.check_cookie_size(&state, &data) {
+                state.pending.flashes.pop();
+                return Err(error);
+            }
+        }
         Ok(())
     }
 
@@ -1007,7 +1014,7 @@ impl Session {
                 }
             }
             Stored::Present(live) if matches!(live.key, LiveKey::Sealed { .. }) => {
-                self.save_sealed(state, now)
+                self.save_sealed(state, now).await
             }
             Stored::Present(live) => {
                 let record = &live.record;

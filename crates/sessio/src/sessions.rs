@@ -291,7 +291,7 @@ impl Sessions {
                 .as_ref()
                 .ok_or(SessionError::NeedsServerStore(NEEDS_REVOCATION_STORE))?;
             let revoked = revocations.revoke_user(user_id, shared.now()).await;
-            self.observe(revoked)?;
+            self.observe(revoked.map(|_| ()))?;
             self.revoked(user_id, None, 1);
             return Ok(EndedSessions::Uncounted);
         }

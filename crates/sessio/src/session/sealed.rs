@@ -179,7 +179,7 @@ impl Session {
             .as_ref()
             .ok_or(SessionError::NeedsServerStore(NEEDS_REVOCATION_STORE))?;
         let now = self.shared().now();
-        revocations
+        let not_before = revocations
             .revoke_user(user_id, now)
             .await
             .map_err(|error| self.store_failed(error))?;
@@ -191,7 +191,9 @@ impl Session {
         });
         if keep_current && let Stored::Present(live) = &mut state.stored {
             live.record.handle = crate::SessionHandle::generate()?;
-            live.key = LiveKey::Sealed { issued_at: now };
+            live.key = LiveKey::Sealed {
+                issued_at: not_before,
+            };
             state.cookie = CookieChange::Set;
             state.reseal = true;
         }
@@ -199,13 +201,34 @@ impl Session {
     }
 
     /// The end-of-request save: pending changes applied to this request's copy, and a new
-    /// cookie when anything changed. Nothing reaches a store.
-    pub(super) fn save_sealed(
+    /// cookie when anything changed.
+    ///
+    /// With a revocation store, a save that changes content first checks that the session
+    /// was not revoked while the request ran (one more read), so a slow request cannot
+    /// re-issue a logged-out session's cookie (G2): it gets `Ended` and a removal cookie.
+    pub(super) async fn save_sealed(
         &self,
         state: &mut State,
         now: Timestamp,
     ) -> Result<(), SessionError> {
         let shared = self.shared();
+        if let (Stored::Present(live), Some(revocations)) =
+            (&state.stored, &self.backend()?.revocations)
+            && let LiveKey::Sealed { issued_at } = live.key
+            && !state.pending.is_empty()
+        {
+            let revoked = revocations
+                .is_revoked(&live.record, issued_at, now)
+                .await
+                .map_err(|error| self.store_failed(error))?;
+            if revoked {
+                self.emit(EventKind::SaveRefused, Some(&live.record));
+                state.stored = Stored::Absent;
+                state.pending = Pending::default();
+                state.cookie = CookieChange::Remove;
+                return Err(SessionError::Ended);
+            }
+        }
         let Stored::Present(live) = &mut state.stored else {
             return Ok(());
         };
