@@ -45,10 +45,13 @@ impl From<SessionError> for ApiError {
             SessionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Ended => StatusCode::CONFLICT,
             SessionError::NotLoggedIn => StatusCode::UNAUTHORIZED,
-            SessionError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SessionError::TooLarge { .. } | SessionError::CookieTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            SessionError::NeedsServerStore(_) => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
             tracing::warn!(%error, "session operation failed");
         }
         Self::new(status, error.to_string())

@@ -50,6 +50,11 @@ pub struct Args {
     /// Drop `Secure` from the cookie, for plain-http hosts other than localhost.
     #[arg(long, env = "SESSIO_DEMO_INSECURE_COOKIE")]
     pub insecure_cookie: bool,
+
+    /// With --store cookie: the AES-256 key sealing the cookies, 32 bytes in base64.
+    /// Without it, a random key is drawn at start-up, and sessions end when the demo stops.
+    #[arg(long, env = "SESSIO_DEMO_COOKIE_KEY", hide_env_values = true)]
+    pub cookie_key: Option<String>,
 }
 
 /// Where sessions live.
@@ -102,7 +107,9 @@ impl std::fmt::Display for StoreUrl {
             Self::Memory => f.write_str("memory"),
             Self::Redis(url) => write!(f, "Redis at {}", without_password(url)),
             Self::Postgres(url) => write!(f, "PostgreSQL at {}", without_password(url)),
-            Self::Cookie => f.write_str("cookie-only sessions"),
+            Self::Cookie => {
+                f.write_str("cookie-only sessions (AES-256-GCM, revocations in memory)")
+            }
         }
     }
 }
@@ -162,11 +169,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The chosen store does not exist yet.
-    #[error(
-        "--store cookie: cookie-only sessions are not yet supported by this sessio version; use sqlite://, memory, redis:// or postgres://"
-    )]
-    CookieNotSupported,
+    /// The cookie key is unusable.
+    #[error("--cookie-key: {0}")]
+    CookieKey(sessio::ConfigError),
     /// The store could not be opened.
     #[error("could not open the session store ({store}): {source}")]
     Store {
@@ -204,7 +209,7 @@ impl Args {
                     .await
                     .map_err(failed)?,
             ),
-            StoreUrl::Cookie => return Err(StartError::CookieNotSupported),
+            StoreUrl::Cookie => self.cookie_sessions()?,
         };
         let cookie_name = self.cookie_name.clone().unwrap_or_else(|| {
             if self.insecure_cookie {
@@ -220,6 +225,28 @@ impl Args {
             .idle_timeout(self.idle_timeout)
             .absolute_lifetime(self.absolute_timeout)
             .build()?)
+    }
+}
+
+impl Args {
+    /// Cookie-only sessions under the given key (or a random one), revocable through an
+    /// in-process store: revocations, like a random key, last until the demo stops.
+    fn cookie_sessions(&self) -> Result<sessio::SessionsBuilder, StartError> {
+        let key = match &self.cookie_key {
+            Some(encoded) => sessio::CookieKey::from_base64("demo", encoded),
+            None => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|_| {
+                    StartError::CookieKey(sessio::ConfigError::WeakCookieKey(
+                        "no randomness for a cookie key",
+                    ))
+                })?;
+                sessio::CookieKey::new("demo", &secret)
+            }
+        }
+        .map_err(StartError::CookieKey)?;
+        Ok(Sessions::cookie_builder(sessio::KeyRing::single(key))
+            .revocation_store(sessio::MemoryStore::new()))
     }
 }
 

@@ -39,7 +39,10 @@ impl From<SessionError> for PageError {
             SessionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Ended => StatusCode::CONFLICT,
             SessionError::NotLoggedIn => StatusCode::UNAUTHORIZED,
-            SessionError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SessionError::TooLarge { .. } | SessionError::CookieTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            SessionError::NeedsServerStore(_) => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, error.to_string())
@@ -140,28 +143,39 @@ async fn home(session: Session) -> Result<Response, PageError> {
             )
         })
         .collect();
-    let devices: String = session
-        .user_sessions()
-        .await?
-        .iter()
-        .map(|device| {
-            let marker = if device.current {
-                "<span class=current>this device</span>".to_owned()
-            } else {
-                format!(
-                    "<form class=inline method=post action=\"/sessions/{}/revoke\">{hidden}<button>sign out</button></form>",
-                    device.handle
-                )
-            };
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{marker}</td></tr>",
-                readable(device.created_at),
-                readable(device.last_seen_at),
-                escape(device.user_agent.as_deref().unwrap_or("unknown")),
-                device.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            )
-        })
-        .collect();
+    let devices = match session.user_sessions().await {
+        Ok(devices) => Some(
+            devices
+                .iter()
+                .map(|device| {
+                    let marker = if device.current {
+                        "<span class=current>this device</span>".to_owned()
+                    } else {
+                        format!(
+                            "<form class=inline method=post action=\"/sessions/{}/revoke\">{hidden}<button>sign out</button></form>",
+                            device.handle
+                        )
+                    };
+                    format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{marker}</td></tr>",
+                        readable(device.created_at),
+                        readable(device.last_seen_at),
+                        escape(device.user_agent.as_deref().unwrap_or("unknown")),
+                        device.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    )
+                })
+                .collect::<String>(),
+        ),
+        // Cookie-only sessions have no device list.
+        Err(SessionError::NeedsServerStore(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let devices = match devices {
+        Some(rows) => format!(
+            "<table><tr><th>Created</th><th>Last seen</th><th>User agent</th><th>IP</th><th></th></tr>{rows}</table>"
+        ),
+        None => "<p class=muted>This demo runs cookie-only sessions: they live in cookies only, so there is no list of devices. Signing out the others still works, through the revocation store.</p>".to_owned(),
+    };
     Ok(page(
         "sessio demo",
         &format!(
@@ -172,7 +186,7 @@ async fn home(session: Session) -> Result<Response, PageError> {
               <input name=key placeholder=key required> <input name=value placeholder='value (JSON or text)'>
               <button>Add</button></p></form>
             <h2>Your devices</h2>
-            <table><tr><th>Created</th><th>Last seen</th><th>User agent</th><th>IP</th><th></th></tr>{devices}</table>
+            {devices}
             <div class=actions>
               <form method=post action=/sessions/revoke-others>{hidden}<button>Sign out all other devices</button></form>
               <form method=post action=/logout-everywhere>{hidden}<button>Sign out everywhere</button></form>
