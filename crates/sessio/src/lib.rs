@@ -69,6 +69,15 @@
 //! documentation. [`MemoryStore`] ships here and is fit for production on one process. Every
 //! store runs the `sessio-testkit` conformance suite.
 //!
+//! # Cookie-only sessions
+//!
+//! [`Sessions::cookie_builder`] keeps the whole session in its cookie, sealed with AES-256-GCM
+//! under a [`KeyRing`], with no store at all (G10). Ending such a session clears the browser's
+//! cookie; to also reject copies of it, give it a revocation store
+//! ([`SessionsBuilder::revocation_store`]), at the cost of one small store read per request.
+//! They have no device list and keep no concurrent changes apart; see
+//! [`Sessions::cookie_builder`] for what they cannot do.
+//!
 //! # Ids and secrets
 //!
 //! Ids are 256 bits from the operating system's CSPRNG. Stores only see their SHA-256 digest
@@ -112,7 +121,7 @@ pub use crate::record::{
     Data, DataMap, ExpiryOverrides, Flash, FlashLevel, Record, SessionInfo, UserBinding,
 };
 #[doc(hidden)]
-pub use crate::sealed::fuzz_open;
+pub use crate::sealed::fuzzing;
 pub use crate::sealed::{CookieKey, KeyRing, MAX_COOKIE_BYTES};
 pub use crate::service::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::{Commit, LoginInfo, Session};

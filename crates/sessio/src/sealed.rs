@@ -339,36 +339,53 @@ impl KeyRing {
                 },
             )
             .ok()?;
-        let payload: PayloadIn<'_> = serde_json::from_slice(&plaintext).ok()?;
-        let data = Data::from_json(payload.d.get()).ok()?;
-        let record = Record {
-            handle: payload.s,
-            created_at: Timestamp::from_millis(payload.c),
-            last_seen_at: Timestamp::from_millis(payload.l),
-            expires_at: Timestamp::from_millis(payload.e),
-            expiry: ExpiryOverrides {
-                idle_timeout: payload.i.map(Duration::from_millis),
-                absolute_lifetime: payload.a.map(Duration::from_millis),
-            },
-            user: payload.u.map(|user_id| UserBinding {
-                user_id: user_id.into_owned(),
-                user_agent: payload.ua.map(Cow::into_owned),
-                ip: payload.ip,
-            }),
-            data,
-            flashes: payload.f,
-        };
+        let (record, issued_at) = decode_payload(&plaintext)?;
         Some(Opened {
             record,
-            issued_at: Timestamp::from_millis(payload.t),
+            issued_at,
             stale_key: index > 0,
         })
     }
 }
 
-/// Decodes `value` as a cookie of `cookie_name` sealed by `ring`, for fuzzing the decoder
-/// directly: `true` if it opened.
+/// The payload decoder: strict JSON with exactly the known fields, data an object.
+fn decode_payload(plaintext: &[u8]) -> Option<(Record, Timestamp)> {
+    let payload: PayloadIn<'_> = serde_json::from_slice(plaintext).ok()?;
+    let data = Data::from_json(payload.d.get()).ok()?;
+    let record = Record {
+        handle: payload.s,
+        created_at: Timestamp::from_millis(payload.c),
+        last_seen_at: Timestamp::from_millis(payload.l),
+        expires_at: Timestamp::from_millis(payload.e),
+        expiry: ExpiryOverrides {
+            idle_timeout: payload.i.map(Duration::from_millis),
+            absolute_lifetime: payload.a.map(Duration::from_millis),
+        },
+        user: payload.u.map(|user_id| UserBinding {
+            user_id: user_id.into_owned(),
+            user_agent: payload.ua.map(Cow::into_owned),
+            ip: payload.ip,
+        }),
+        data,
+        flashes: payload.f,
+    };
+    Some((record, Timestamp::from_millis(payload.t)))
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: the cookie decoder, and the payload
+/// decoder behind the AEAD (which fuzzing cannot reach through forged tags).
 #[doc(hidden)]
-pub fn fuzz_open(ring: &KeyRing, cookie_name: &str, value: &[u8]) -> bool {
-    std::str::from_utf8(value).is_ok_and(|value| ring.open(cookie_name, "fuzz", value).is_some())
+pub mod fuzzing {
+    use super::{KeyRing, decode_payload};
+
+    /// Opens `value` as a cookie called `cookie_name`: `true` if it opened.
+    pub fn open(ring: &KeyRing, cookie_name: &str, value: &[u8]) -> bool {
+        std::str::from_utf8(value)
+            .is_ok_and(|value| ring.open(cookie_name, "fuzz", value).is_some())
+    }
+
+    /// Decodes `plaintext` as a sealed payload: `true` if it is one.
+    pub fn payload(plaintext: &[u8]) -> bool {
+        decode_payload(plaintext).is_some()
+    }
 }
