@@ -18,6 +18,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessio_sessions_by_user ON {schema}.sessio_sessions (user_id, created_at)
         WHERE user_id IS NOT NULL;
     CREATE INDEX sessio_sessions_by_expiry ON {schema}.sessio_sessions (expires_at);",
+    // Version 2: ending a session by its handle alone (the admin CLI).
+    "CREATE INDEX sessio_sessions_by_handle ON {schema}.sessio_sessions (handle)
+        WHERE handle IS NOT NULL;",
 ];
 
 pub(crate) const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -42,6 +45,10 @@ pub(crate) struct Queries {
     pub(crate) purge: String,
     pub(crate) count: String,
     pub(crate) index_len: String,
+    pub(crate) find_handle: String,
+    pub(crate) destroy_all: String,
+    pub(crate) count_expired: String,
+    pub(crate) top_users: String,
 }
 
 /// Quotes an identifier for SQL.
@@ -126,6 +133,16 @@ impl Queries {
             ),
             count: format!("SELECT count(*) FROM {table} WHERE NOT moved AND expires_at > $1"),
             index_len: format!("SELECT count(*) FROM {table} WHERE user_id = $1 AND NOT moved"),
+            find_handle: format!(
+                "SELECT user_id FROM {table} WHERE handle = $1 AND NOT moved AND expires_at > $2"
+            ),
+            destroy_all: format!("DELETE FROM {table} WHERE NOT moved RETURNING expires_at"),
+            count_expired: format!("SELECT count(*) FROM {table} WHERE expires_at <= $1"),
+            top_users: format!(
+                "SELECT user_id, count(*) FROM {table}
+                 WHERE user_id IS NOT NULL AND NOT moved AND expires_at > $1
+                 GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT $2"
+            ),
             schema,
         }
     }

@@ -648,6 +648,74 @@ impl SessionStore for PostgresStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn find_handle(
+        &self,
+        handle: &SessionHandle,
+        now: Timestamp,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.queries().find_handle)
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(&statement, &[&handle.as_bytes().as_slice(), &sql_time(now)])
+            .await
+            .map_err(pg_error)?;
+        match row {
+            Some(row) => row.try_get::<_, Option<String>>(0).map_err(pg_error),
+            None => Ok(None),
+        }
+    }
+
+    async fn destroy_all(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.queries().destroy_all)
+            .await
+            .map_err(pg_error)?;
+        let rows = client.query(&statement, &[]).await.map_err(pg_error)?;
+        Ok(count_live(&rows, sql_time(now)))
+    }
+
+    async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.queries().count_expired)
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_one(&statement, &[&sql_time(now)])
+            .await
+            .map_err(pg_error)?;
+        let count: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn top_users(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.queries().top_users)
+            .await
+            .map_err(pg_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&sql_time(now), &limit])
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                let user: String = row.try_get(0).map_err(pg_error)?;
+                let count: i64 = row.try_get(1).map_err(pg_error)?;
+                Ok((user, u64::try_from(count).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let statement = client

@@ -270,6 +270,58 @@ pub(crate) const COUNT_ROUTE: &str = r"
 return redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
 ";
 
+/// KEYS: the route's user registry. ARGV: now, tag, handle. The user of the live session
+/// with that handle in this route, or nil.
+pub(crate) const FIND_HANDLE: &str = r"
+local now = tonumber(ARGV[1])
+for _, user in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  for _, hex in ipairs(redis.call('ZRANGEBYSCORE', ARGV[2] .. ':u:' .. user, '(' .. ARGV[1], '+inf')) do
+    local r = redis.call('HMGET', ARGV[2] .. ':s:' .. hex, 'h', 'mv', 'e')
+    if r[1] == ARGV[3] and not r[2] and r[3] and tonumber(r[3]) > now then return user end
+  end
+end
+return nil
+";
+
+/// KEYS: the route's set of records, its user registry. ARGV: now, tag. Destroys every
+/// session of the route with its index entries; returns how many were live.
+pub(crate) const DESTROY_ROUTE_ALL: &str = r"
+local now = tonumber(ARGV[1])
+local live_count = 0
+for _, hex in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[2] .. ':s:' .. hex
+  local r = redis.call('HMGET', key, 'mv', 'e')
+  if r[2] and not r[1] then
+    redis.call('DEL', key)
+    if tonumber(r[2]) > now then live_count = live_count + 1 end
+  end
+end
+for _, user in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  redis.call('DEL', ARGV[2] .. ':u:' .. user)
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return live_count
+";
+
+/// KEYS: the route's set of records. ARGV: now. Entries expired and not yet pruned.
+pub(crate) const COUNT_EXPIRED_ROUTE: &str = r"
+return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
+";
+
+/// KEYS: the route's user registry. ARGV: now, tag. Each user of the route and their live
+/// sessions in it.
+pub(crate) const USERS_ROUTE: &str = r"
+local out = {}
+for _, user in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local live = redis.call('ZCOUNT', ARGV[2] .. ':u:' .. user, '(' .. ARGV[1], '+inf')
+  if live > 0 then
+    table.insert(out, user)
+    table.insert(out, live)
+  end
+end
+return out
+";
+
 /// A script with the prelude.
 pub(crate) fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{PRELUDE}\n{body}"))

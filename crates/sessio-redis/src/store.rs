@@ -79,6 +79,10 @@ struct Scripts {
     directory: redis::Script,
     purge_route: redis::Script,
     count_route: redis::Script,
+    find_handle: redis::Script,
+    destroy_route_all: redis::Script,
+    count_expired_route: redis::Script,
+    users_route: redis::Script,
 }
 
 impl Scripts {
@@ -94,6 +98,10 @@ impl Scripts {
             directory: script(scripts::DIRECTORY),
             purge_route: script(scripts::PURGE_ROUTE),
             count_route: script(scripts::COUNT_ROUTE),
+            find_handle: script(scripts::FIND_HANDLE),
+            destroy_route_all: script(scripts::DESTROY_ROUTE_ALL),
+            count_expired_route: script(scripts::COUNT_EXPIRED_ROUTE),
+            users_route: script(scripts::USERS_ROUTE),
         }
     }
 }
@@ -938,6 +946,75 @@ impl SessionStore for RedisStore {
             total += count;
         }
         Ok(total)
+    }
+
+    async fn find_handle(
+        &self,
+        handle: &SessionHandle,
+        now: Timestamp,
+    ) -> Result<Option<String>, StoreError> {
+        let route = handle.route(ROUTE_BITS);
+        let tag = self.keys().tag(route);
+        let mut invocation = self.scripts().find_handle.prepare_invoke();
+        invocation
+            .key(format!("{tag}:users"))
+            .arg(millis(now))
+            .arg(&tag)
+            .arg(handle.to_string());
+        self.connection().invoke(&invocation).await
+    }
+
+    async fn destroy_all(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut destroyed = 0u64;
+        for route in 0..ROUTES {
+            let tag = self.keys().tag(route);
+            let mut invocation = self.scripts().destroy_route_all.prepare_invoke();
+            invocation
+                .key(format!("{tag}:all"))
+                .key(format!("{tag}:users"))
+                .arg(millis(now))
+                .arg(&tag);
+            let live: u64 = self.connection().invoke(&invocation).await?;
+            destroyed += live;
+        }
+        Ok(destroyed)
+    }
+
+    async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for route in 0..ROUTES {
+            let mut invocation = self.scripts().count_expired_route.prepare_invoke();
+            invocation
+                .key(format!("{}:all", self.keys().tag(route)))
+                .arg(millis(now));
+            let count: u64 = self.connection().invoke(&invocation).await?;
+            total += count;
+        }
+        Ok(total)
+    }
+
+    async fn top_users(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for route in 0..ROUTES {
+            let tag = self.keys().tag(route);
+            let mut invocation = self.scripts().users_route.prepare_invoke();
+            invocation
+                .key(format!("{tag}:users"))
+                .arg(millis(now))
+                .arg(&tag);
+            let rows: Vec<(String, u64)> = self.connection().invoke(&invocation).await?;
+            for (user, live) in rows {
+                *counts.entry(user).or_default() += live;
+            }
+        }
+        let mut top: Vec<(String, u64)> = counts.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(limit);
+        Ok(top)
     }
 
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {

@@ -26,6 +26,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessio_sessions_by_user ON sessio_sessions (user_id, created_at)
         WHERE user_id IS NOT NULL;
     CREATE INDEX sessio_sessions_by_expiry ON sessio_sessions (expires_at);",
+    // Version 2: ending a session by its handle alone (the admin CLI).
+    "CREATE INDEX sessio_sessions_by_handle ON sessio_sessions (handle) WHERE handle IS NOT NULL;",
 ];
 
 /// The schema version this crate writes.

@@ -640,6 +640,89 @@ impl SessionStore for SqliteStore {
             .await
     }
 
+    async fn find_handle(
+        &self,
+        handle: &SessionHandle,
+        now: Timestamp,
+    ) -> Result<Option<String>, StoreError> {
+        let handle = *handle;
+        let now = sql_time(now);
+        self.workers
+            .read(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT user_id FROM sessio_sessions
+                         WHERE handle = ?1 AND moved = 0 AND expires_at > ?2",
+                        params![handle.as_bytes().as_slice(), now],
+                        |row| row.get::<_, Option<String>>(0),
+                    )
+                    .optional()
+                    .map(Option::flatten)
+                    .map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn destroy_all(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let now = sql_time(now);
+        self.workers
+            .write(move |connection| {
+                let expiries = deleted_expiries(
+                    connection,
+                    "DELETE FROM sessio_sessions WHERE moved = 0 RETURNING expires_at",
+                    [],
+                )?;
+                Ok(count_live(expiries, now))
+            })
+            .await
+    }
+
+    async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let now = sql_time(now);
+        self.workers
+            .read(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT count(*) FROM sessio_sessions WHERE expires_at <= ?1",
+                        [now],
+                        |row| row.get::<_, i64>(0),
+                    )
+                    .map(|count| u64::try_from(count).unwrap_or(0))
+                    .map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn top_users(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let now = sql_time(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.workers
+            .read(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT user_id, count(*) FROM sessio_sessions
+                         WHERE user_id IS NOT NULL AND moved = 0 AND expires_at > ?1
+                         GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT ?2",
+                    )
+                    .map_err(sqlite_error)?;
+                let rows = statement
+                    .query_map(params![now, limit], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .map_err(sqlite_error)?;
+                rows.map(|row| {
+                    row.map(|(user, count)| (user, u64::try_from(count).unwrap_or(0)))
+                        .map_err(sqlite_error)
+                })
+                .collect()
+            })
+            .await
+    }
+
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {
         let user_id = user_id.to_owned();
         self.workers

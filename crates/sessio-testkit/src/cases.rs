@@ -1269,3 +1269,52 @@ pub async fn handles_never_work_as_cookies<S: SessionStore + Clone>(store: S) {
         assert_eq!(session.user_id().await.expect("user"), None);
     }
 }
+
+/// The operator's operations: find a session by handle alone, sessions per user, expired
+/// records awaiting purge, and ending every session, each a contract operation.
+pub async fn admin_operations_find_count_and_end_everything<S: SessionStore>(store: S) {
+    let now = now();
+    let later = now.saturating_add(Duration::from_secs(2));
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        let record = record(now, HOUR, Some("alice"));
+        let _ = create(&store, &record).await;
+        alice.push(record.handle);
+    }
+    let short = record(now, ms(1_000), Some("alice"));
+    let _ = create(&store, &short).await;
+    let _ = create(&store, &record(now, HOUR, Some("bob"))).await;
+    for _ in 0..2 {
+        let _ = create(&store, &record(now, HOUR, None)).await;
+    }
+    assert_eq!(
+        store.top_users(10, later).await.expect("top"),
+        vec![("alice".to_owned(), 3), ("bob".to_owned(), 1)]
+    );
+    assert_eq!(store.top_users(1, later).await.expect("top").len(), 1);
+    assert_eq!(
+        store.find_handle(&alice[1], later).await.expect("find"),
+        Some("alice".into())
+    );
+    assert_eq!(
+        store.find_handle(&short.handle, later).await.expect("find"),
+        None,
+        "expired"
+    );
+    let stranger = SessionHandle::generate().expect("random");
+    assert_eq!(
+        store.find_handle(&stranger, later).await.expect("find"),
+        None
+    );
+    assert_eq!(store.count_expired(later).await.expect("expired"), 1);
+    assert_eq!(store.destroy_all(later).await.expect("destroy all"), 6);
+    assert_eq!(store.count(now).await.expect("count"), 0);
+    assert!(
+        store
+            .list_user("alice", now)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(store.user_index_len("alice").await.expect("index"), 0);
+}

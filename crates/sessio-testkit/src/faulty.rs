@@ -195,4 +195,28 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {
         self.run(self.inner.user_index_len(user_id)).await
     }
+
+    async fn find_handle(
+        &self,
+        handle: &SessionHandle,
+        now: Timestamp,
+    ) -> Result<Option<String>, StoreError> {
+        self.run(self.inner.find_handle(handle, now)).await
+    }
+
+    async fn destroy_all(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.run(self.inner.destroy_all(now)).await
+    }
+
+    async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.run(self.inner.count_expired(now)).await
+    }
+
+    async fn top_users(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.run(self.inner.top_users(limit, now)).await
+    }
 }

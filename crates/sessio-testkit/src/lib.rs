@@ -76,6 +76,7 @@ macro_rules! store_conformance {
             cases::cycle_id_survives_a_fault_at_every_step,
             cases::destroy_survives_a_fault_at_every_step,
             cases::handles_never_work_as_cookies,
+            cases::admin_operations_find_count_and_end_everything,
             http::http_cookie_has_secure_attributes,
             http::http_logout_removes_the_cookie_and_the_record,
             http::http_replay_after_login_is_anonymous,

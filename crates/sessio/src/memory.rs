@@ -776,6 +776,81 @@ impl SessionStore for MemoryStore {
         Ok(u64::try_from(total).unwrap_or(u64::MAX))
     }
 
+    async fn find_handle(
+        &self,
+        handle: &SessionHandle,
+        now: Timestamp,
+    ) -> Result<Option<String>, StoreError> {
+        for shard in self.shared.shards.iter() {
+            let shard = lock(shard);
+            let found = shard.records.values().find_map(|slot| match slot {
+                Slot::Live(record) if record.handle == *handle && !record.is_expired(now) => {
+                    record.user_id().map(str::to_owned)
+                }
+                _ => None,
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn destroy_all(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut destroyed = 0;
+        for index in 0..self.shared.shards.len() {
+            let digests: Vec<IdDigest> = lock(&self.shared.shards[index])
+                .records
+                .iter()
+                .filter(|(_, slot)| matches!(slot, Slot::Live(_)))
+                .map(|(digest, _)| *digest)
+                .collect();
+            for digest in digests {
+                if self.destroy(&digest, now).await? {
+                    destroyed += 1;
+                }
+            }
+        }
+        Ok(destroyed)
+    }
+
+    async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let expired_in_shard = |shard: &Mutex<Shard>| {
+            lock(shard)
+                .records
+                .values()
+                .filter(|slot| match slot {
+                    Slot::Live(record) => record.is_expired(now),
+                    Slot::Moved { until } => *until <= now,
+                })
+                .count()
+        };
+        let total: usize = self.shared.shards.iter().map(expired_in_shard).sum();
+        Ok(u64::try_from(total).unwrap_or(u64::MAX))
+    }
+
+    async fn top_users(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for shard in self.shared.shards.iter() {
+            for slot in lock(shard).records.values() {
+                if let Slot::Live(record) = slot
+                    && !record.is_expired(now)
+                    && let Some(user_id) = record.user_id()
+                {
+                    *counts.entry(user_id.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        let mut top: Vec<(String, u64)> = counts.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(limit);
+        Ok(top)
+    }
+
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {
         let shared = &self.shared;
         let shard = lock(&shared.shards[shared.user_shard(user_id)]);

@@ -38,6 +38,9 @@ pub enum StoreError {
         /// The configured capacity.
         capacity: usize,
     },
+    /// The store does not offer this operation.
+    #[error("this session store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -214,6 +217,45 @@ pub trait SessionStore: Send + Sync + 'static {
     /// and destroys leave no dead entries behind (G4).
     fn user_index_len(&self, user_id: &str)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Admin: the user of the live session with `handle`, for ending it by handle alone.
+    /// May cost work proportional to the store (it is for operators, not requests).
+    fn find_handle(
+        &self,
+        handle: &SessionHandle,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        let _ = (handle, now);
+        async { Err(StoreError::Unsupported("finding a session by handle alone")) }
+    }
+
+    /// Admin: destroys every session in the store; returns how many were live. Each
+    /// destroy is atomic as [`SessionStore::destroy`] is (G2), so a request in flight cannot
+    /// save its session back.
+    fn destroy_all(&self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = now;
+        async { Err(StoreError::Unsupported("destroying every session")) }
+    }
+
+    /// Admin: how many records (or index entries, for stores that expire records natively)
+    /// have expired and await a purge.
+    fn count_expired(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = now;
+        async { Err(StoreError::Unsupported("counting expired records")) }
+    }
+
+    /// Admin: the users with the most live sessions, most first, at most `limit`.
+    fn top_users(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        let _ = (limit, now);
+        async { Err(StoreError::Unsupported("counting sessions per user")) }
+    }
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
