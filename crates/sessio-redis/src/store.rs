@@ -528,6 +528,11 @@ impl RedisStore {
         }
     }
 
+    /// The version of the key layout this store reads and writes.
+    pub fn layout_version(&self) -> u32 {
+        LAYOUT_VERSION
+    }
+
     /// The key holding the record of `digest`, for inspection and tests.
     pub fn record_key(&self, digest: &IdDigest) -> String {
         self.inner.keys.record(digest).0
