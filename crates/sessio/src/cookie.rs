@@ -43,6 +43,11 @@ pub(crate) struct CookieSettings {
     pub(crate) same_site: SameSite,
     /// Without `Max-Age`, the browser drops the cookie when it closes.
     pub(crate) browser_session: bool,
+    /// The rendered attributes (`; HttpOnly; SameSite=Lax; Secure; Path=/`), shared by every
+    /// set and removal cookie: computed once by [`CookieSettings::prepared`].
+    attributes: String,
+    /// The removal cookie, computed once.
+    removal: Option<HeaderValue>,
 }
 
 impl Default for CookieSettings {
@@ -54,6 +59,8 @@ impl Default for CookieSettings {
             secure: true,
             same_site: SameSite::Lax,
             browser_session: false,
+            attributes: String::new(),
+            removal: None,
         }
     }
 }
@@ -68,6 +75,21 @@ fn is_attribute_text(text: &str) -> bool {
 }
 
 impl CookieSettings {
+    /// Validates the settings and renders the attributes once, so that writing a cookie on the
+    /// request path is one string and one header value.
+    pub(crate) fn prepared(mut self) -> Result<Self, ConfigError> {
+        self.validate()?;
+        let rendered = self.cookie(String::new()).build().to_string();
+        self.attributes = rendered
+            .strip_prefix(&format!("{}=", self.name))
+            .unwrap_or_default()
+            .to_owned();
+        let mut removal = self.cookie(String::new()).build();
+        removal.make_removal();
+        self.removal = HeaderValue::try_from(removal.to_string()).ok();
+        Ok(self)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.name.is_empty() || !self.name.bytes().all(is_token_char) {
             return Err(ConfigError::InvalidCookieName(self.name.clone()));
@@ -161,20 +183,24 @@ impl CookieSettings {
 
     /// [`CookieSettings::set`] for any value: a cookie-only session's sealed value.
     pub(crate) fn set_value(&self, value: String, max_age: Duration) -> Option<HeaderValue> {
-        let mut builder = self.cookie(value);
+        use std::fmt::Write;
+        let mut text =
+            String::with_capacity(self.name.len() + value.len() + self.attributes.len() + 24);
+        text.push_str(&self.name);
+        text.push('=');
+        text.push_str(&value);
         if !self.browser_session {
-            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-            builder = builder.max_age(cookie::time::Duration::seconds(seconds));
+            let _ = write!(text, "; Max-Age={}", max_age.as_secs());
         }
-        HeaderValue::try_from(builder.build().to_string()).ok()
+        text.push_str(&self.attributes);
+        HeaderValue::try_from(text).ok()
     }
 
     /// The `Set-Cookie` value that makes the browser drop the session cookie: same name,
-    /// path, domain, `Secure`, `HttpOnly` and `SameSite` as [`CookieSettings::set`].
+    /// path, domain, `Secure`, `HttpOnly` and `SameSite` as [`CookieSettings::set`], because
+    /// both carry the same rendered attributes.
     pub(crate) fn removal(&self) -> Option<HeaderValue> {
-        let mut cookie = self.cookie(String::new()).build();
-        cookie.make_removal();
-        HeaderValue::try_from(cookie.to_string()).ok()
+        self.removal.clone()
     }
 }
 
@@ -204,7 +230,7 @@ mod tests {
             same_site: SameSite::Strict,
             ..CookieSettings::default()
         };
-        settings.validate().unwrap();
+        let settings = settings.prepared().unwrap();
         let id = SessionId::generate().unwrap();
         let set = settings.set(&id, Duration::from_secs(60)).unwrap();
         let removal = settings.removal().unwrap();
@@ -262,7 +288,7 @@ mod tests {
 
     #[test]
     fn incoming_takes_the_first_well_formed_id() {
-        let settings = CookieSettings::default();
+        let settings = CookieSettings::default().prepared().unwrap();
         let id = SessionId::generate().unwrap().expose_cookie_value();
         let mut headers = HeaderMap::new();
         headers.append(

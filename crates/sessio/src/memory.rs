@@ -538,9 +538,8 @@ impl SessionStore for MemoryStore {
             return Ok(outcome);
         }
         if let Some(Slot::Live(record)) = slot {
-            let mut updated = (**record).clone();
-            patch.apply_to(&mut updated).map_err(corrupt)?;
-            **record = updated;
+            // `apply_to` changes nothing unless the data patch succeeds first.
+            patch.apply_to(record).map_err(corrupt)?;
         }
         Ok(WriteOutcome::Done)
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,27 +18,28 @@ pub type DataMap = BTreeMap<String, Box<RawValue>>;
 /// Session data as a store keeps it: one compact JSON object.
 ///
 /// Stores may keep it as text (SQL, memory) or split it into one field per key (Redis
-/// hashes); [`Data::entries`] and [`Data::from_entries`] convert between the two.
+/// hashes); [`Data::entries`] and [`Data::from_entries`] convert between the two. Shared,
+/// so that handing a stored record to a request copies no data.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Data(Box<str>);
+pub struct Data(Arc<str>);
 
 impl Data {
     /// No keys: `{}`.
     pub fn empty() -> Self {
-        Self("{}".into())
+        Self(Arc::from("{}"))
     }
 
     /// Checks that `json` is a JSON object with string keys and keeps it as it is.
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str::<DataMap>(json)?;
-        Ok(Self(json.into()))
+        Ok(Self(Arc::from(json)))
     }
 
     /// Builds the compact JSON object of `entries`.
     pub fn from_entries(entries: &DataMap) -> Self {
         // A map of already-valid JSON values with string keys cannot fail to serialize.
         match serde_json::to_string(entries) {
-            Ok(json) => Self(json.into_boxed_str()),
+            Ok(json) => Self(Arc::from(json)),
             Err(_) => Self::empty(),
         }
     }
@@ -45,6 +47,51 @@ impl Data {
     /// The JSON object text.
     pub fn as_json(&self) -> &str {
         &self.0
+    }
+
+    /// The raw value of one key, found without building the whole map: what a read of one
+    /// key costs on the per-request path.
+    pub fn get_raw(&self, key: &str) -> Result<Option<&RawValue>, serde_json::Error> {
+        use serde::de::{Deserializer, MapAccess, Visitor};
+        struct Find<'k>(&'k str);
+        impl<'de> Visitor<'de> for Find<'_> {
+            type Value = Option<&'de RawValue>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut found = None;
+                while let Some(Key(key)) = map.next_key()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    if found.is_none() && key == self.0 {
+                        found = Some(value);
+                    }
+                }
+                Ok(found)
+            }
+        }
+        /// A key, borrowed from the text unless it has escapes.
+        struct Key<'de>(std::borrow::Cow<'de, str>);
+        impl<'de> serde::Deserialize<'de> for Key<'de> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct KeyVisitor;
+                impl<'de> Visitor<'de> for KeyVisitor {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string key")
+                    }
+                    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Borrowed(key)))
+                    }
+                    fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+                    }
+                }
+                deserializer.deserialize_str(KeyVisitor)
+            }
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(&self.0);
+        deserializer.deserialize_map(Find(key))
     }
 
     /// Parses the object into its entries.

@@ -120,6 +120,10 @@ where
                         return Poll::Ready(Ok(response));
                     };
                     let status = response.status();
+                    // Most requests only read their session: no store I/O, no allocation.
+                    if let Some(commit) = session.commit_without_io(status) {
+                        return Poll::Ready(Ok(apply(commit, response)));
+                    }
                     let commit = Box::pin(async move { session.commit(status).await });
                     this.state.set(State::Committing {
                         commit,

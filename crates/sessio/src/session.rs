@@ -139,9 +139,6 @@ impl Pending {
 
 struct State {
     stored: Stored,
-    /// The data as the handler sees it (stored data plus pending changes), parsed on first
-    /// use.
-    data: Option<DataMap>,
     pending: Pending,
     cookie: CookieChange,
     /// Cookie-only sessions: the cookie must be sealed again even without pending changes
@@ -222,7 +219,6 @@ impl Session {
                 accessed: AtomicBool::new(false),
                 state: Mutex::new(State {
                     stored: Stored::Unloaded,
-                    data: None,
                     pending: Pending::default(),
                     cookie: CookieChange::Keep,
                     reseal: false,
@@ -313,32 +309,16 @@ impl Session {
         Ok(())
     }
 
-    /// The data view, parsed on first use.
-    fn data<'s>(&self, state: &'s mut State) -> Result<&'s mut DataMap, SessionError> {
-        if state.data.is_none() {
-            let parsed =
-                match &state.stored {
-                    Stored::Present(live) => live.record.data.entries().map_err(|error| {
-                        self.store_failed(StoreError::Corrupt(error.to_string()))
-                    })?,
-                    _ => DataMap::new(),
-                };
-            state.data = Some(parsed);
-        }
-        Ok(state.data.get_or_insert_with(DataMap::new))
-    }
-
-    async fn loaded_data<'s>(&self, state: &'s mut State) -> Result<&'s mut DataMap, SessionError> {
-        self.load(state).await?;
-        self.data(state)
+    fn corrupt(&self, error: serde_json::Error) -> SessionError {
+        self.store_failed(StoreError::Corrupt(error.to_string()))
     }
 
     /// Reads `key` as a `T`; `None` if the key is not set.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let mut state = self.state().await;
-        let data = self.loaded_data(&mut state).await?;
-        data.get(key)
-            .map(|raw| serde_json::from_str(raw.get()))
+        self.load(&mut state).await?;
+        let raw = lookup(&state, key).map_err(|error| self.corrupt(error))?;
+        raw.map(|raw| serde_json::from_str(raw.get()))
             .transpose()
             .map_err(|source| SessionError::Deserialize {
                 key: key.to_owned(),
@@ -356,7 +336,8 @@ impl Session {
         &self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, SessionError> {
         let mut state = self.state().await;
-        let data = self.loaded_data(&mut state).await?;
+        self.load(&mut state).await?;
+        let data = materialize(&state).map_err(|error| self.corrupt(error))?;
         data.iter()
             .map(|(key, raw)| {
                 serde_json::from_str(raw.get())
@@ -383,19 +364,21 @@ impl Session {
                 source,
             })?;
         let mut state = self.state().await;
+        self.load(&mut state).await?;
         let limit = self.shared().max_data_size;
-        let data = self.loaded_data(&mut state).await?;
-        let replaced = data.get(key).map_or(0, |old| entry_size(key, old));
-        let size = data_size(data) - replaced + entry_size(key, &raw);
+        let current = data_bytes(&state).map_err(|error| self.corrupt(error))?;
+        let replaced = lookup(&state, key)
+            .map_err(|error| self.corrupt(error))?
+            .map_or(0, |old| entry_size(key, old));
+        let size = current.saturating_sub(replaced) + entry_size(key, &raw);
         if size > limit {
             return Err(SessionError::TooLarge { size, limit });
         }
         if self.shared().sealed().is_some() {
-            let mut trial = data.clone();
+            let mut trial = materialize(&state).map_err(|error| self.corrupt(error))?;
             trial.insert(key.to_owned(), raw.clone());
             self.check_cookie_size(&state, &trial)?;
         }
-        self.data(&mut state)?.insert(key.to_owned(), raw.clone());
         state.pending.changes.insert(key.to_owned(), Some(raw));
         Ok(())
     }
@@ -412,17 +395,16 @@ impl Session {
     /// Removes `key` and returns its value as a `T`, if it was set.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let mut state = self.state().await;
-        let data = self.loaded_data(&mut state).await?;
-        let Some(raw) = data.remove(key) else {
+        self.load(&mut state).await?;
+        let Some(old) = lookup(&state, key).map_err(|error| self.corrupt(error))? else {
             return Ok(None);
         };
+        let value = serde_json::from_str(old.get()).map_err(|source| SessionError::Deserialize {
+            key: key.to_owned(),
+            source,
+        });
         state.pending.changes.insert(key.to_owned(), None);
-        serde_json::from_str(raw.get())
-            .map(Some)
-            .map_err(|source| SessionError::Deserialize {
-                key: key.to_owned(),
-                source,
-            })
+        value.map(Some)
     }
 
     /// Removes `key` and returns its raw JSON value, if it was set.
@@ -434,7 +416,7 @@ impl Session {
     /// the session, use [`Session::destroy`].
     pub async fn clear(&self) -> Result<(), SessionError> {
         let mut state = self.state().await;
-        self.loaded_data(&mut state).await?.clear();
+        self.load(&mut state).await?;
         state.pending.changes.clear();
         state.pending.clear = true;
         Ok(())
@@ -449,7 +431,8 @@ impl Session {
         let message = message.into();
         let mut state = self.state().await;
         let limit = self.shared().max_data_size;
-        let data_bytes = data_size(self.loaded_data(&mut state).await?);
+        self.load(&mut state).await?;
+        let data_bytes = data_bytes(&state).map_err(|error| self.corrupt(error))?;
         let flash_bytes: usize = stored_flashes(&state)
             .iter()
             .chain(&state.pending.flashes)
@@ -461,7 +444,7 @@ impl Session {
         }
         state.pending.flashes.push(Flash { level, message });
         if self.shared().sealed().is_some() {
-            let data = self.data(&mut state)?.clone();
+            let data = materialize(&state).map_err(|error| self.corrupt(error))?;
             if let Err(error) = self.check_cookie_size(&state, &data) {
                 state.pending.flashes.pop();
                 return Err(error);
@@ -550,7 +533,6 @@ impl Session {
         let had_cookie =
             !matches!(self.inner.incoming, Incoming::Missing) || state.cookie == CookieChange::Set;
         state.stored = Stored::Absent;
-        state.data = Some(DataMap::new());
         state.pending = Pending::default();
         state.cookie = if had_cookie {
             CookieChange::Remove
@@ -572,7 +554,7 @@ impl Session {
     /// messages stay; to drop the user as well, use [`Session::logout`].
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         let mut state = self.state().await;
-        self.loaded_data(&mut state).await?.clear();
+        self.load(&mut state).await?;
         state.pending.changes.clear();
         state.pending.clear = true;
         self.move_to_new_id(&mut state, None, true).await
@@ -666,13 +648,11 @@ impl Session {
                     self.emit(EventKind::SaveRefused, Some(&live.record));
                     let gone = outcome == WriteOutcome::Gone;
                     state.stored = Stored::Absent;
-                    state.data = Some(DataMap::new());
                     // The session ended under us. A login still succeeds, with a fresh
                     // session that carries this request's changes and nothing of the old one.
                     return match change.bind {
                         Some(bind) => {
                             restore_pending(&mut state.pending, change.patch);
-                            state.data = Some(pending_data(&state.pending));
                             self.create_now(state, Some(bind), now).await
                         }
                         None => {
@@ -720,7 +700,7 @@ impl Session {
         now: Timestamp,
     ) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
-        let data = Data::from_entries(self.data(state)?);
+        let data = Data::from_entries(&materialize(state).map_err(|error| self.corrupt(error))?);
         let expiry = state.pending.expiry.unwrap_or_default();
         let route_bits = shared.route_bits();
         let mut record = Record {
@@ -907,7 +887,6 @@ impl Session {
             EndedSessions::Counted(self.destroy_user_sessions(&user_id, None).await?)
         };
         state.stored = Stored::Absent;
-        state.data = Some(DataMap::new());
         state.pending = Pending::default();
         state.cookie = CookieChange::Remove;
         Ok(ended)
@@ -976,6 +955,43 @@ impl Session {
             });
             commit.error = Some(error);
         }
+        self.decide_cookie(&state, &mut commit);
+        commit
+    }
+
+    /// [`Session::commit`] without waiting, when there is nothing to save: the common case of
+    /// a request that only read its session. `None` when a save is needed or the session is
+    /// busy; then call [`Session::commit`].
+    pub(crate) fn commit_without_io(&self, status: StatusCode) -> Option<Commit> {
+        let state = self.inner.state.try_lock().ok()?;
+        if !status.is_server_error() && self.needs_save(&state) {
+            return None;
+        }
+        let mut commit = Commit {
+            accessed: true,
+            ..Commit::default()
+        };
+        self.decide_cookie(&state, &mut commit);
+        Some(commit)
+    }
+
+    /// Whether [`Session::save`] has anything to do.
+    fn needs_save(&self, state: &State) -> bool {
+        let shared = self.shared();
+        match &state.stored {
+            Stored::Unloaded => false,
+            Stored::Absent => has_data(state) || !state.pending.flashes.is_empty(),
+            Stored::Present(live) => {
+                !state.pending.is_empty()
+                    || state.reseal
+                    || shared.now().saturating_since(live.record.last_seen_at)
+                        >= shared.touch_interval
+            }
+        }
+    }
+
+    /// The `Set-Cookie` header the response needs, if any.
+    fn decide_cookie(&self, state: &State, commit: &mut Commit) {
         let cookie = &self.shared().cookie;
         commit.set_cookie = match (state.cookie, &state.stored) {
             (CookieChange::Set, Stored::Present(live)) => {
@@ -997,7 +1013,6 @@ impl Session {
             (CookieChange::Remove, _) => cookie.removal(),
             _ => None,
         };
-        commit
     }
 
     async fn save(&self, state: &mut State) -> Result<(), SessionError> {
@@ -1006,8 +1021,7 @@ impl Session {
         match &mut state.stored {
             Stored::Unloaded => Ok(()),
             Stored::Absent => {
-                let has_data = state.data.as_ref().is_some_and(|data| !data.is_empty());
-                if has_data || !state.pending.flashes.is_empty() {
+                if has_data(state) || !state.pending.flashes.is_empty() {
                     self.create_now(state, None, now).await
                 } else {
                     Ok(())
@@ -1107,23 +1121,69 @@ fn restore_pending(pending: &mut Pending, patch: Patch) {
     pending.expiry = newer.expiry.or(patch.expiry);
 }
 
-/// The data a new session starts with: the keys this request set.
-fn pending_data(pending: &Pending) -> DataMap {
-    pending
-        .changes
-        .iter()
-        .filter_map(|(key, value)| value.as_ref().map(|value| (key.clone(), value.clone())))
-        .collect()
-}
-
 fn entry_size(key: &str, value: &RawValue) -> usize {
     // Quotes, colon and comma around each entry.
     key.len() + value.get().len() + 4
 }
 
-fn data_size(data: &DataMap) -> usize {
-    2 + data
-        .iter()
-        .map(|(key, value)| entry_size(key, value))
-        .sum::<usize>()
+/// The stored data this request started from, unless it cleared it.
+fn base_data(state: &State) -> Option<&Data> {
+    if state.pending.clear {
+        return None;
+    }
+    current(state).map(|live| &live.record.data)
+}
+
+/// One key as the handler sees it: this request's change first, then the stored data, read
+/// without building a map.
+fn lookup<'s>(state: &'s State, key: &str) -> Result<Option<&'s RawValue>, serde_json::Error> {
+    if let Some(change) = state.pending.changes.get(key) {
+        return Ok(change.as_deref());
+    }
+    match base_data(state) {
+        Some(data) => data.get_raw(key),
+        None => Ok(None),
+    }
+}
+
+/// The whole data as the handler sees it, built on demand (listing, creating, size checks of
+/// cookie-only sessions).
+fn materialize(state: &State) -> Result<DataMap, serde_json::Error> {
+    let mut data = match base_data(state) {
+        Some(data) => data.entries()?,
+        None => DataMap::new(),
+    };
+    for (key, change) in &state.pending.changes {
+        match change {
+            Some(value) => {
+                data.insert(key.clone(), value.clone());
+            }
+            None => {
+                data.remove(key);
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// The size of the data as the handler sees it, without building the map.
+fn data_bytes(state: &State) -> Result<usize, serde_json::Error> {
+    let base = base_data(state);
+    let mut size = base.map_or(2, Data::len);
+    for (key, change) in &state.pending.changes {
+        if let Some(data) = base
+            && let Some(old) = data.get_raw(key)?
+        {
+            size = size.saturating_sub(entry_size(key, old));
+        }
+        if let Some(value) = change {
+            size += entry_size(key, value);
+        }
+    }
+    Ok(size)
+}
+
+/// Whether a session that is not stored yet has data to store.
+fn has_data(state: &State) -> bool {
+    state.pending.changes.values().any(Option::is_some)
 }

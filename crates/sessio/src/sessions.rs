@@ -568,7 +568,7 @@ impl SessionsBuilder {
 
     /// Validates the configuration (G7) and builds the session manager.
     pub fn build(self) -> Result<Sessions, ConfigError> {
-        self.cookie.validate()?;
+        let cookie = self.cookie.prepared()?;
         if self.idle_timeout.is_none() && self.absolute_lifetime.is_none() {
             return Err(ConfigError::NoExpiry);
         }
@@ -621,7 +621,7 @@ impl SessionsBuilder {
         Ok(Sessions {
             shared: Arc::new(Shared {
                 backend,
-                cookie: self.cookie,
+                cookie,
                 hasher,
                 idle_timeout: self.idle_timeout,
                 absolute_lifetime: self.absolute_lifetime,
