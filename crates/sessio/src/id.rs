@@ -134,8 +134,17 @@ impl IdDigest {
 }
 
 impl PartialEq for IdDigest {
+    /// Constant time: compares all four 64-bit words, whatever the first difference.
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        let word = |bytes: &[u8; 32], i: usize| {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(chunk)
+        };
+        let equal = (0..4).fold(subtle::Choice::from(1), |equal, i| {
+            equal & word(&self.0, i).ct_eq(&word(&other.0, i))
+        });
+        equal.into()
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::id::{IdDigest, SessionHandle};
 use crate::patch::{CycleChange, Patch};
-use crate::record::{Flash, Record, SessionInfo};
+use crate::record::{Data, ExpiryOverrides, Flash, Record, SessionInfo, UserBinding};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -57,8 +57,124 @@ impl BuildHasher for DigestState {
     }
 }
 
+/// A record as the memory store keeps it: what every session has inline (64 bytes), the
+/// rest (a user, expiry overrides, flash messages) out of line and only when present, so an
+/// anonymous session costs one table entry and its data text (G8).
+struct Stored {
+    handle: SessionHandle,
+    created_at: Timestamp,
+    last_seen_at: Timestamp,
+    expires_at: Timestamp,
+    data: Data,
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Default)]
+struct Extra {
+    user: Option<UserBinding>,
+    expiry: ExpiryOverrides,
+    flashes: Vec<Flash>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.user.is_none() && self.expiry.is_default() && self.flashes.is_empty()
+    }
+}
+
+impl Stored {
+    fn from_record(record: &Record) -> Self {
+        let extra = Extra {
+            user: record.user.clone(),
+            expiry: record.expiry,
+            flashes: record.flashes.clone(),
+        };
+        Self {
+            handle: record.handle,
+            created_at: record.created_at,
+            last_seen_at: record.last_seen_at,
+            expires_at: record.expires_at,
+            data: record.data.clone(),
+            extra: (!extra.is_empty()).then(|| Box::new(extra)),
+        }
+    }
+
+    fn to_record(&self) -> Record {
+        let extra = self.extra.as_deref();
+        Record {
+            handle: self.handle,
+            created_at: self.created_at,
+            last_seen_at: self.last_seen_at,
+            expires_at: self.expires_at,
+            expiry: extra.map(|extra| extra.expiry).unwrap_or_default(),
+            user: extra.and_then(|extra| extra.user.clone()),
+            data: self.data.clone(),
+            flashes: extra.map(|extra| extra.flashes.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn user_id(&self) -> Option<&str> {
+        self.extra
+            .as_deref()
+            .and_then(|extra| extra.user.as_ref())
+            .map(|user| user.user_id.as_str())
+    }
+
+    fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+
+    fn info(&self) -> SessionInfo {
+        let user = self.extra.as_deref().and_then(|extra| extra.user.as_ref());
+        SessionInfo {
+            handle: self.handle,
+            created_at: self.created_at,
+            last_seen_at: self.last_seen_at,
+            expires_at: self.expires_at,
+            user_agent: user.and_then(|user| user.user_agent.clone()),
+            ip: user.and_then(|user| user.ip),
+            current: false,
+        }
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Applies `patch` in place; changes nothing if the data part fails.
+    fn apply(&mut self, patch: &Patch) -> Result<(), serde_json::Error> {
+        self.data = patch.apply_to_data(&self.data)?;
+        if !patch.flashes.is_empty() {
+            self.extra_mut().flashes.extend(patch.flashes.iter().cloned());
+        }
+        if let Some(expiry) = patch.expiry {
+            self.extra_mut().expiry = expiry;
+        }
+        if let Some(touch) = patch.touch {
+            self.last_seen_at = touch.last_seen_at;
+            self.expires_at = touch.expires_at;
+        }
+        if self.extra.as_deref().is_some_and(Extra::is_empty) {
+            self.extra = None;
+        }
+        Ok(())
+    }
+
+    fn take_flashes(&mut self) -> Vec<Flash> {
+        let flashes = self
+            .extra
+            .as_deref_mut()
+            .map(|extra| std::mem::take(&mut extra.flashes))
+            .unwrap_or_default();
+        if self.extra.as_deref().is_some_and(Extra::is_empty) {
+            self.extra = None;
+        }
+        flashes
+    }
+}
+
 enum Slot {
-    Live(Box<Record>),
+    Live(Stored),
     /// The record moved to a new id; kept until `until` so late writers learn why (G3).
     Moved {
         until: Timestamp,
@@ -306,7 +422,7 @@ impl<'a> Locked<'a> {
     }
 }
 
-fn live(slot: Option<&Slot>, now: Timestamp) -> Result<&Record, WriteOutcome> {
+fn live(slot: Option<&Slot>, now: Timestamp) -> Result<&Stored, WriteOutcome> {
     match slot {
         Some(Slot::Live(record)) if !record.is_expired(now) => Ok(record),
         Some(Slot::Moved { until }) if *until > now => Err(WriteOutcome::Moved),
@@ -386,7 +502,7 @@ impl Shared {
     }
 
     /// Removes a user's record and its index entry together; returns the removed record.
-    fn destroy_indexed(&self, digest: &IdDigest, user_id: &str) -> Option<Box<Record>> {
+    fn destroy_indexed(&self, digest: &IdDigest, user_id: &str) -> Option<Stored> {
         let r = self.record_shard(digest);
         let u = self.user_shard(user_id);
         let mut locked = Locked::new(self, &[r, u]);
@@ -485,7 +601,7 @@ impl SessionStore for MemoryStore {
     async fn load(&self, digest: &IdDigest, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let shared = &self.shared;
         let shard = lock(&shared.shards[shared.record_shard(digest)]);
-        Ok(live(shard.records.get(digest), now).ok().cloned())
+        Ok(live(shard.records.get(digest), now).ok().map(Stored::to_record))
     }
 
     async fn create(
@@ -504,7 +620,7 @@ impl SessionStore for MemoryStore {
             if records.contains_key(digest) {
                 return Ok(WriteOutcome::Exists);
             }
-            records.insert(*digest, Slot::Live(Box::new(record.clone())));
+            records.insert(*digest, Slot::Live(Stored::from_record(record)));
             shared.len.fetch_add(1, Ordering::Relaxed);
             if let (Some(u), Some(user_id)) = (u, record.user_id()) {
                 locked
@@ -538,8 +654,7 @@ impl SessionStore for MemoryStore {
             return Ok(outcome);
         }
         if let Some(Slot::Live(record)) = slot {
-            // `apply_to` changes nothing unless the data patch succeeds first.
-            patch.apply_to(record).map_err(corrupt)?;
+            record.apply(patch).map_err(corrupt)?;
         }
         Ok(WriteOutcome::Done)
     }
@@ -573,7 +688,7 @@ impl SessionStore for MemoryStore {
             if record.user_id() != old_user.as_deref() {
                 continue;
             }
-            let mut moved = record.clone();
+            let mut moved = record.to_record();
             change.patch.apply_to(&mut moved).map_err(corrupt)?;
             if let Some(created_at) = change.created_at {
                 moved.created_at = created_at;
@@ -616,7 +731,7 @@ impl SessionStore for MemoryStore {
             locked
                 .shard(r_new)?
                 .records
-                .insert(*new, Slot::Live(Box::new(moved)));
+                .insert(*new, Slot::Live(Stored::from_record(&moved)));
             shared.len.fetch_add(1, Ordering::Relaxed);
             drop(locked);
             if let (Some(max), Some(user)) = (change.max_sessions_per_user, new_user.as_deref()) {
@@ -654,9 +769,7 @@ impl SessionStore for MemoryStore {
         let shared = &self.shared;
         let mut shard = lock(&shared.shards[shared.record_shard(digest)]);
         match shard.records.get_mut(digest) {
-            Some(Slot::Live(record)) if !record.is_expired(now) => {
-                Ok(Some(std::mem::take(&mut record.flashes)))
-            }
+            Some(Slot::Live(record)) if !record.is_expired(now) => Ok(Some(record.take_flashes())),
             _ => Ok(None),
         }
     }
@@ -865,7 +978,7 @@ impl MemoryStore {
         let shared = &self.shared;
         let mut shard = lock(&shared.shards[shared.record_shard(digest)]);
         match shard.records.get(digest) {
-            Some(Slot::Live(record)) if record.user.is_some() => None,
+            Some(Slot::Live(record)) if record.user_id().is_some() => None,
             Some(Slot::Live(record)) => {
                 let was_live = !record.is_expired(now);
                 shard.records.remove(digest);
