@@ -74,6 +74,8 @@ struct Cell {
     p99_ms: f64,
     /// Bytes of server RSS per session created (`/new` only).
     rss_per_session: Option<f64>,
+    /// Largest SQLite WAL file seen while the cell ran (SQLite modes).
+    max_wal_bytes: Option<u64>,
     errors: u64,
 }
 
@@ -254,6 +256,35 @@ fn wrk(
     Ok(run)
 }
 
+/// Polls a WAL file's size every 50 ms and keeps the largest.
+struct WalWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl WalWatch {
+    fn start(path: PathBuf) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut largest = 0;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(metadata) = std::fs::metadata(&path) {
+                    largest = largest.max(metadata.len());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            largest
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -277,10 +308,14 @@ fn measure(mode: &str, args: &Args) -> Result<BTreeMap<&'static str, Cell>, Stri
             wrk(server.address, route, cookie.as_deref(), warm_up)?;
         }
         let before = rss_kib(server.child.id());
+        let wal = mode
+            .ends_with("sqlite")
+            .then(|| WalWatch::start(args.scratch.join(format!("bench-{mode}.db-wal"))));
         let mut runs = Vec::new();
         for _ in 0..repetitions {
             runs.push(wrk(server.address, route, cookie.as_deref(), seconds)?);
         }
+        let max_wal_bytes = wal.map(WalWatch::stop);
         let after = rss_kib(server.child.id());
         let created: u64 = runs.iter().map(|run| run.requests).sum();
         let mut rates: Vec<f64> = runs.iter().map(|run| run.requests_per_second).collect();
@@ -299,6 +334,7 @@ fn measure(mode: &str, args: &Args) -> Result<BTreeMap<&'static str, Cell>, Stri
                 p50_ms: median(&mut p50s),
                 p99_ms: median(&mut p99s),
                 rss_per_session,
+                max_wal_bytes,
                 errors: runs.iter().map(|run| run.errors).sum(),
             },
         );
@@ -325,10 +361,8 @@ fn ratio(
 
 fn report(results: &BTreeMap<String, BTreeMap<&'static str, Cell>>, order: &[&str]) -> String {
     let mut out = String::new();
-    out.push_str(
-        "| mode | route | req/s (median) | p50 ms | p99 ms | RSS bytes per session | errors |\n",
-    );
-    out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    out.push_str("| mode | route | req/s (median) | p50 ms | p99 ms | RSS bytes per session | max WAL MiB | errors |\n");
+    out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for mode in order {
         let Some(cells) = results.get(*mode) else {
             continue;
@@ -339,17 +373,18 @@ fn report(results: &BTreeMap<String, BTreeMap<&'static str, Cell>>, order: &[&st
             };
             let rss = cell
                 .rss_per_session
-                .map_or_else(|| "".to_owned(), |bytes| format!("{bytes:.0}"));
+                .map_or_else(String::new, |bytes| format!("{bytes:.0}"));
+            let wal = cell.max_wal_bytes.map_or_else(String::new, |bytes| {
+                format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+            });
             out.push_str(&format!(
-                "| {mode} | /{route} | {:.0} | {:.2} | {:.2} | {rss} | {} |\n",
+                "| {mode} | /{route} | {:.0} | {:.2} | {:.2} | {rss} | {wal} | {} |\n",
                 cell.requests_per_second, cell.p50_ms, cell.p99_ms, cell.errors
             ));
         }
     }
-    out.push_str(
-        "\n| store | route | sessio / tower-sessions | sessio / floor | sessio / bare |\n",
-    );
-    out.push_str("| --- | --- | ---: | ---: | ---: |\n");
+    out.push_str("\n| store | route | sessio / tower-sessions | sessio / floor | sessio / bare | sessio / express |\n");
+    out.push_str("| --- | --- | ---: | ---: | ---: | ---: |\n");
     for store in ["memory", "cookie", "sqlite", "redis", "postgres"] {
         let sessio = format!("sessio-{store}");
         if !results.contains_key(&sessio) {
@@ -357,10 +392,11 @@ fn report(results: &BTreeMap<String, BTreeMap<&'static str, Cell>>, order: &[&st
         }
         for route in ROUTES {
             out.push_str(&format!(
-                "| {store} | /{route} | {} | {} | {} |\n",
+                "| {store} | /{route} | {} | {} | {} | {} |\n",
                 ratio(results, &sessio, &format!("tower-{store}"), route),
                 ratio(results, &sessio, &format!("floor-{store}"), route),
                 ratio(results, &sessio, "bare", route),
+                ratio(results, &sessio, &format!("express-{store}"), route),
             ));
         }
     }

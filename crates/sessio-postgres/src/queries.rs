@@ -32,7 +32,10 @@ pub(crate) struct Queries {
     pub(crate) schema: String,
     pub(crate) load: String,
     pub(crate) insert: String,
-    pub(crate) apply: String,
+    pub(crate) apply_full: String,
+    pub(crate) apply_data: String,
+    pub(crate) apply_touch: String,
+    pub(crate) moved: String,
     pub(crate) lock_for_cycle: String,
     pub(crate) mark_moved: String,
     pub(crate) delete_one: String,
@@ -71,26 +74,37 @@ impl Queries {
             ),
             // One statement: the liveness check and the merge are one atomic step. The second
             // column tells a moved marker from a missing record when nothing was updated.
-            apply: format!(
-                "WITH updated AS (
-                    UPDATE {table} SET
-                        body = CASE WHEN $9 THEN
-                                    (body - 'idle_ms' - 'abs_ms')
-                                    || jsonb_strip_nulls(jsonb_build_object('idle_ms', $10::bigint, 'abs_ms', $11::bigint))
-                                ELSE body END
-                            || jsonb_build_object(
-                                'data', CASE WHEN $3 THEN ($4::text)::jsonb
-                                        ELSE ((body -> 'data') - $5::text[]) || ($4::text)::jsonb END)
-                            || CASE WHEN $6::text IS NULL THEN '{{}}'::jsonb
-                                    ELSE jsonb_build_object('flashes',
-                                        COALESCE(body -> 'flashes', '[]'::jsonb) || ($6::text)::jsonb) END,
-                        last_seen_at = COALESCE($7, last_seen_at),
-                        expires_at = COALESCE($8, expires_at)
-                    WHERE digest = $1 AND NOT moved AND expires_at > $2
-                    RETURNING 1
-                )
-                SELECT (SELECT count(*) FROM updated),
-                       EXISTS (SELECT 1 FROM {table} WHERE digest = $1 AND moved AND expires_at > $2)"
+            // Each patch is one UPDATE whose WHERE holds the liveness check, so the check and the
+            // write are one atomic step (G2); the cheapest form that covers the patch is used.
+            apply_full: format!(
+                "UPDATE {table} SET
+                    body = CASE WHEN $9 THEN
+                                (body - 'idle_ms' - 'abs_ms')
+                                || jsonb_strip_nulls(jsonb_build_object('idle_ms', $10::bigint, 'abs_ms', $11::bigint))
+                            ELSE body END
+                        || jsonb_build_object(
+                            'data', CASE WHEN $3 THEN ($4::text)::jsonb
+                                    ELSE ((body -> 'data') - $5::text[]) || ($4::text)::jsonb END)
+                        || CASE WHEN $6::text IS NULL THEN '{{}}'::jsonb
+                                ELSE jsonb_build_object('flashes',
+                                    COALESCE(body -> 'flashes', '[]'::jsonb) || ($6::text)::jsonb) END,
+                    last_seen_at = COALESCE($7, last_seen_at),
+                    expires_at = COALESCE($8, expires_at)
+                WHERE digest = $1 AND NOT moved AND expires_at > $2"
+            ),
+            apply_data: format!(
+                "UPDATE {table} SET
+                    body = jsonb_set(body, '{{data}}', ((body -> 'data') - $3::text[]) || ($4::text)::jsonb),
+                    last_seen_at = COALESCE($5, last_seen_at),
+                    expires_at = COALESCE($6, expires_at)
+                WHERE digest = $1 AND NOT moved AND expires_at > $2"
+            ),
+            apply_touch: format!(
+                "UPDATE {table} SET last_seen_at = $3, expires_at = $4
+                WHERE digest = $1 AND NOT moved AND expires_at > $2"
+            ),
+            moved: format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE digest = $1 AND moved AND expires_at > $2)"
             ),
             lock_for_cycle: format!(
                 "SELECT moved, {COLUMNS} FROM {table} WHERE digest = $1 FOR UPDATE"

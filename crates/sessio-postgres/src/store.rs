@@ -268,6 +268,43 @@ fn data_changes(patch: &Patch) -> Result<(String, Vec<String>), StoreError> {
     Ok((serde_json::to_string(&set).map_err(corrupt)?, removed))
 }
 
+/// The values of the insert statement, owned so their references can be the parameters.
+struct InsertRow<'a> {
+    digest: &'a [u8],
+    handle: &'a [u8],
+    user_id: Option<&'a str>,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+    body: String,
+}
+
+impl<'a> InsertRow<'a> {
+    fn new(digest: &'a IdDigest, record: &'a Record) -> Self {
+        Self {
+            digest: digest.as_bytes().as_slice(),
+            handle: record.handle.as_bytes().as_slice(),
+            user_id: record.user_id(),
+            created_at: sql_time(record.created_at),
+            last_seen_at: sql_time(record.last_seen_at),
+            expires_at: sql_time(record.expires_at),
+            body: codec::encode_body(record),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.digest,
+            &self.handle,
+            &self.user_id,
+            &self.created_at,
+            &self.last_seen_at,
+            &self.expires_at,
+            &self.body,
+        ]
+    }
+}
+
 fn millis(duration: Option<Duration>) -> Option<i64> {
     duration.map(|duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
 }
@@ -379,16 +416,31 @@ impl SessionStore for PostgresStore {
         record: &Record,
         max_sessions_per_user: Option<NonZeroU32>,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut client = self.client().await?;
         let queries = self.queries();
+        let mut client = self.client().await?;
+        let cap = max_sessions_per_user.zip(record.user_id());
+        let Some((max, user_id)) = cap else {
+            // One statement: the insert is atomic on its own.
+            let statement = client
+                .prepare_cached(&queries.insert)
+                .await
+                .map_err(pg_error)?;
+            let inserted = client
+                .execute(&statement, &InsertRow::new(digest, record).params())
+                .await
+                .map_err(pg_error)?;
+            return Ok(if inserted == 1 {
+                WriteOutcome::Done
+            } else {
+                WriteOutcome::Exists
+            });
+        };
         let transaction = client.transaction().await.map_err(pg_error)?;
         if !Self::insert_in(&transaction, queries, digest, record).await? {
             return Ok(WriteOutcome::Exists);
         }
-        if let (Some(max), Some(user_id)) = (max_sessions_per_user, record.user_id()) {
-            let now = sql_time(record.last_seen_at);
-            Self::evict_in(&transaction, queries, user_id, max, &record.handle, now).await?;
-        }
+        let now = sql_time(record.last_seen_at);
+        Self::evict_in(&transaction, queries, user_id, max, &record.handle, now).await?;
         transaction.commit().await.map_err(pg_error)?;
         Ok(WriteOutcome::Done)
     }
@@ -399,43 +451,86 @@ impl SessionStore for PostgresStore {
         patch: &Patch,
         now: Timestamp,
     ) -> Result<WriteOutcome, StoreError> {
-        let (set, removed) = data_changes(patch)?;
-        let flashes = if patch.flashes.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(&patch.flashes).map_err(corrupt)?)
-        };
-        let expiry = patch.expiry.unwrap_or_default();
+        let queries = self.queries();
+        let key = digest.as_bytes().as_slice();
+        let now_sql = sql_time(now);
+        let last_seen = patch.touch.map(|touch| sql_time(touch.last_seen_at));
+        let expires = patch.touch.map(|touch| sql_time(touch.expires_at));
         let client = self.client().await?;
+        let updated = if !patch.changes_content() && patch.expiry.is_none() {
+            let statement = client
+                .prepare_cached(&queries.apply_touch)
+                .await
+                .map_err(pg_error)?;
+            let (Some(last_seen), Some(expires)) = (last_seen, expires) else {
+                return Ok(WriteOutcome::Done);
+            };
+            client
+                .execute(&statement, &[&key, &now_sql, &last_seen, &expires])
+                .await
+                .map_err(pg_error)?
+        } else if !patch.clear && patch.flashes.is_empty() && patch.expiry.is_none() {
+            let (set, removed) = data_changes(patch)?;
+            let statement = client
+                .prepare_cached(&queries.apply_data)
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute(
+                    &statement,
+                    &[&key, &now_sql, &removed, &set, &last_seen, &expires],
+                )
+                .await
+                .map_err(pg_error)?
+        } else {
+            let (set, removed) = data_changes(patch)?;
+            let flashes = if patch.flashes.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&patch.flashes).map_err(corrupt)?)
+            };
+            let expiry = patch.expiry.unwrap_or_default();
+            let statement = client
+                .prepare_cached(&queries.apply_full)
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &key,
+                        &now_sql,
+                        &patch.clear,
+                        &set,
+                        &removed,
+                        &flashes,
+                        &last_seen,
+                        &expires,
+                        &patch.expiry.is_some(),
+                        &millis(expiry.idle_timeout),
+                        &millis(expiry.absolute_lifetime),
+                    ],
+                )
+                .await
+                .map_err(pg_error)?
+        };
+        if updated > 0 {
+            return Ok(WriteOutcome::Done);
+        }
+        // Nothing live was there: tell a moved session from an ended one.
         let statement = client
-            .prepare_cached(&self.queries().apply)
+            .prepare_cached(&queries.moved)
             .await
             .map_err(pg_error)?;
         let row = client
-            .query_one(
-                &statement,
-                &[
-                    &digest.as_bytes().as_slice(),
-                    &sql_time(now),
-                    &patch.clear,
-                    &set,
-                    &removed,
-                    &flashes,
-                    &patch.touch.map(|touch| sql_time(touch.last_seen_at)),
-                    &patch.touch.map(|touch| sql_time(touch.expires_at)),
-                    &patch.expiry.is_some(),
-                    &millis(expiry.idle_timeout),
-                    &millis(expiry.absolute_lifetime),
-                ],
-            )
+            .query_one(&statement, &[&key, &now_sql])
             .await
             .map_err(pg_error)?;
-        let updated: i64 = row.try_get(0).map_err(pg_error)?;
-        let moved: bool = row.try_get(1).map_err(pg_error)?;
-        Ok(match (updated, moved) {
-            (1.., _) => WriteOutcome::Done,
-            (_, true) => WriteOutcome::Moved,
-            _ => WriteOutcome::Gone,
+        let moved: bool = row.try_get(0).map_err(pg_error)?;
+        Ok(if moved {
+            WriteOutcome::Moved
+        } else {
+            WriteOutcome::Gone
         })
     }
 

@@ -76,18 +76,16 @@ local function apply_patch(key, args, at)
 end
 -- Puts digest `hex` with expiry `e` into the route-wide set and, with a user, the user's
 -- index and the route's user registry.
+-- The route-wide set and registry are one key each per route (256 in all) and are pruned by
+-- the purge, so they need no TTL; a user's index expires with its last session.
 local function index(tag, hex, e, user, dd, now)
-  local all = tag .. ':all'
-  redis.call('ZADD', all, e, hex)
-  expire_at_max(all)
+  redis.call('ZADD', tag .. ':all', e, hex)
   if user then
     local idx = tag .. ':u:' .. user
     prune(idx, now)
     redis.call('ZADD', idx, e, hex)
     expire_at_max(idx)
-    local users = tag .. ':users'
-    redis.call('ZADD', users, 'GT', dd, user)
-    expire_at_max(users)
+    redis.call('ZADD', tag .. ':users', 'GT', dd, user)
   end
 end
 local function unindex(tag, hex, user)

@@ -145,7 +145,9 @@ impl Stored {
     fn apply(&mut self, patch: &Patch) -> Result<(), serde_json::Error> {
         self.data = patch.apply_to_data(&self.data)?;
         if !patch.flashes.is_empty() {
-            self.extra_mut().flashes.extend(patch.flashes.iter().cloned());
+            self.extra_mut()
+                .flashes
+                .extend(patch.flashes.iter().cloned());
         }
         if let Some(expiry) = patch.expiry {
             self.extra_mut().expiry = expiry;
@@ -601,7 +603,9 @@ impl SessionStore for MemoryStore {
     async fn load(&self, digest: &IdDigest, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let shared = &self.shared;
         let shard = lock(&shared.shards[shared.record_shard(digest)]);
-        Ok(live(shard.records.get(digest), now).ok().map(Stored::to_record))
+        Ok(live(shard.records.get(digest), now)
+            .ok()
+            .map(Stored::to_record))
     }
 
     async fn create(
