@@ -4,10 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::StatusCode;
-use sessio::{Clock, LoginInfo, Patch, SessionStore, Sessions, SystemClock, WriteOutcome};
+use sessio::{Clock, Patch, SessionStore, Sessions, SystemClock, WriteOutcome};
 use sessio_postgres::PostgresStore;
-use sessio_testkit::Browser;
 use sessio_testkit::cases::{fresh_digest, record};
 use sessio_testkit::servers::PostgresServer;
 use tokio_postgres::NoTls;
@@ -64,22 +62,7 @@ async fn the_table_holds_no_cookie_value() {
         .await
         .expect("connect");
     let sessions = Sessions::builder(store).build().expect("config");
-    let mut cookies = Vec::new();
-    for user in ["alice", "bob"] {
-        let mut browser = Browser::new(&sessions);
-        browser
-            .request(|session| async move { session.insert("before", &1).await.expect("insert") })
-            .await;
-        cookies.push(browser.cookie().expect("cookie").to_owned());
-        let session = browser.begin();
-        session
-            .login(user, LoginInfo::default())
-            .await
-            .expect("login");
-        let commit = browser.finish(&session, StatusCode::OK).await;
-        assert!(commit.error.is_none());
-        cookies.push(browser.cookie().expect("cookie").to_owned());
-    }
+    let cookies = sessio_testkit::cases::cookies_of_two_logins(&sessions).await;
     let client = sql(&url).await;
     let rows = client
         .query(

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::StatusCode;
 use redis::AsyncCommands;
 use sessio::{
     Clock, LoginInfo, Patch, SessionStore, Sessions, StoreError, SystemClock, Touch, WriteOutcome,
@@ -119,22 +118,7 @@ async fn the_keyspace_holds_no_cookie_value() {
         .await
         .expect("connect");
     let sessions = Sessions::builder(store).build().expect("config");
-    let mut cookies = Vec::new();
-    for user in ["alice", "bob"] {
-        let mut browser = Browser::new(&sessions);
-        browser
-            .request(|session| async move { session.insert("before", &1).await.expect("insert") })
-            .await;
-        cookies.push(browser.cookie().expect("cookie").to_owned());
-        let session = browser.begin();
-        session
-            .login(user, LoginInfo::default())
-            .await
-            .expect("login");
-        let commit = browser.finish(&session, StatusCode::OK).await;
-        assert!(commit.error.is_none());
-        cookies.push(browser.cookie().expect("cookie").to_owned());
-    }
+    let cookies = sessio_testkit::cases::cookies_of_two_logins(&sessions).await;
     let mut connection = raw(&url).await;
     let mut dump = String::new();
     for key in keys(&mut connection, &format!("{prefix}:*")).await {

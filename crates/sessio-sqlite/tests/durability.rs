@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::StatusCode;
 use sessio::{
     Clock, IdDigest, LoginInfo, Patch, SessionStore, Sessions, SystemClock, Timestamp, WriteOutcome,
 };
@@ -231,24 +230,7 @@ async fn the_file_holds_no_cookie_value() {
     let path = fresh_path("dump");
     let store = SqliteStore::open(&path).await.expect("open");
     let sessions = Sessions::builder(store).build().expect("config");
-    let mut cookies = Vec::new();
-    for user in ["alice", "bob"] {
-        let mut browser = Browser::new(&sessions);
-        browser
-            .request(|session| async move {
-                session.insert("before", &1).await.expect("insert");
-            })
-            .await;
-        cookies.push(browser.cookie().expect("cookie").to_owned());
-        let session = browser.begin();
-        session
-            .login(user, LoginInfo::default())
-            .await
-            .expect("login");
-        let commit = browser.finish(&session, StatusCode::OK).await;
-        assert!(commit.error.is_none());
-        cookies.push(browser.cookie().expect("cookie").to_owned());
-    }
+    let cookies = sessio_testkit::cases::cookies_of_two_logins(&sessions).await;
     let mut dump = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
         let file = PathBuf::from(format!("{}{suffix}", path.display()));

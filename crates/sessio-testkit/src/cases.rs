@@ -1318,3 +1318,20 @@ pub async fn admin_operations_find_count_and_end_everything<S: SessionStore>(sto
     );
     assert_eq!(store.user_index_len("alice").await.expect("index"), 0);
 }
+
+/// Two visitors each store data, then log in (as alice and bob): returns the four cookie
+/// values they held, before and after login, for tests that search a store's raw contents for
+/// them (G6).
+pub async fn cookies_of_two_logins(sessions: &Sessions) -> Vec<String> {
+    let mut cookies = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut browser = Browser::new(sessions);
+        browser
+            .request(|session| async move { session.insert("before", &1).await.expect("insert") })
+            .await;
+        cookies.push(browser.cookie().expect("cookie").to_owned());
+        login(&mut browser, user).await;
+        cookies.push(browser.cookie().expect("cookie").to_owned());
+    }
+    cookies
+}
