@@ -16,8 +16,8 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -205,13 +205,18 @@ impl KeyRing {
         aad
     }
 
-    fn plaintext(record: &Record, issued_at: Timestamp) -> Result<Vec<u8>, SessionError> {
-        let data: &RawValue = serde_json::from_str(record.data.as_json()).map_err(|source| {
-            SessionError::Serialize {
-                key: "*".into(),
-                source,
-            }
-        })?;
+    /// Writes the payload of `record` to `out` as compact JSON.
+    fn write_plaintext(
+        out: impl std::io::Write,
+        record: &Record,
+        issued_at: Timestamp,
+    ) -> Result<(), SessionError> {
+        let serialize_error = |source| SessionError::Serialize {
+            key: "*".into(),
+            source,
+        };
+        let data: &RawValue =
+            serde_json::from_str(record.data.as_json()).map_err(serialize_error)?;
         let user = record.user.as_ref();
         let payload = PayloadOut {
             s: record.handle,
@@ -227,10 +232,14 @@ impl KeyRing {
             f: &record.flashes,
             d: data,
         };
-        serde_json::to_vec(&payload).map_err(|source| SessionError::Serialize {
-            key: "*".into(),
-            source,
-        })
+        serde_json::to_writer(out, &payload).map_err(serialize_error)
+    }
+
+    /// The length of `record`'s payload, counted without building it.
+    fn plaintext_len(record: &Record, issued_at: Timestamp) -> Result<usize, SessionError> {
+        let mut counter = ByteCounter(0);
+        Self::write_plaintext(&mut counter, record, issued_at)?;
+        Ok(counter.0)
     }
 
     /// The length of the cookie value sealing a plaintext of `plaintext` bytes.
@@ -246,8 +255,8 @@ impl KeyRing {
         cookie_name: &str,
         record: &Record,
     ) -> Result<(), SessionError> {
-        let plaintext = Self::plaintext(record, record.created_at)?;
-        let size = cookie_name.len() + 1 + self.sealed_len(plaintext.len());
+        let plaintext = Self::plaintext_len(record, record.created_at)?;
+        let size = cookie_name.len() + 1 + self.sealed_len(plaintext);
         if size > MAX_COOKIE_BYTES {
             return Err(SessionError::CookieTooLarge {
                 size,
@@ -265,8 +274,11 @@ impl KeyRing {
         record: &Record,
         issued_at: Timestamp,
     ) -> Result<String, SessionError> {
-        let plaintext = Self::plaintext(record, issued_at)?;
-        let size = cookie_name.len() + 1 + self.sealed_len(plaintext.len());
+        // One buffer, sealed in place: nonce, then the plaintext turned ciphertext, then the tag.
+        let mut binary = Vec::with_capacity(256);
+        binary.extend_from_slice(&[0u8; NONCE_BYTES]);
+        Self::write_plaintext(&mut binary, record, issued_at)?;
+        let size = cookie_name.len() + 1 + self.sealed_len(binary.len() - NONCE_BYTES);
         if size > MAX_COOKIE_BYTES {
             return Err(SessionError::CookieTooLarge {
                 size,
@@ -274,33 +286,27 @@ impl KeyRing {
             });
         }
         let key = &self.keys[0];
-        let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce).map_err(|_| {
+        let (nonce, plaintext) = binary.split_at_mut(NONCE_BYTES);
+        getrandom::fill(nonce).map_err(|_| {
             SessionError::Store(crate::StoreError::backend(
                 "the operating system's random number generator failed; no cookie can be sealed",
             ))
         })?;
         let aad = Self::associated_data(cookie_name, purpose, &key.id);
-        let sealed = key
+        let tag = key
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), &aad, plaintext)
             .map_err(|_| {
                 SessionError::Store(crate::StoreError::backend("AES-GCM sealing failed"))
             })?;
-        let mut binary = Vec::with_capacity(NONCE_BYTES + sealed.len());
-        binary.extend_from_slice(&nonce);
-        binary.extend_from_slice(&sealed);
-        Ok(format!(
-            "{VERSION}.{}.{}",
-            key.id,
-            URL_SAFE_NO_PAD.encode(binary)
-        ))
+        binary.extend_from_slice(&tag);
+        let mut value = String::with_capacity(size - cookie_name.len() - 1);
+        value.push_str(VERSION);
+        value.push('.');
+        value.push_str(&key.id);
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(&binary, &mut value);
+        Ok(value)
     }
 
     /// Opens a cookie value sealed for `cookie_name` and `purpose`; `None` for anything that
@@ -323,28 +329,36 @@ impl KeyRing {
             .iter()
             .enumerate()
             .find(|(_, key)| key.id == key_id)?;
-        let binary = URL_SAFE_NO_PAD.decode(body).ok()?;
+        let mut binary = URL_SAFE_NO_PAD.decode(body).ok()?;
         if binary.len() < NONCE_BYTES + TAG_BYTES {
             return None;
         }
-        let (nonce, sealed) = binary.split_at(NONCE_BYTES);
+        let (nonce, rest) = binary.split_at_mut(NONCE_BYTES);
+        let (sealed, tag) = rest.split_at_mut(rest.len() - TAG_BYTES);
         let aad = Self::associated_data(cookie_name, purpose, key_id);
-        let plaintext = key
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
+        key.cipher
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), &aad, sealed, Tag::from_slice(tag))
             .ok()?;
-        let (record, issued_at) = decode_payload(&plaintext)?;
+        let (record, issued_at) = decode_payload(sealed)?;
         Some(Opened {
             record,
             issued_at,
             stale_key: index > 0,
         })
+    }
+}
+
+/// An `io::Write` that only counts the bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
