@@ -357,22 +357,42 @@ fn record_fields(record: &Record, dd: u64) -> Result<Vec<String>, StoreError> {
     Ok(fields)
 }
 
-fn number(fields: &HashMap<String, String>, name: &str) -> Result<u64, StoreError> {
-    fields
-        .get(name)
-        .and_then(|value| value.parse().ok())
-        .ok_or_else(|| corrupt(format!("field `{name}` is missing or not a number")))
+/// A record's hash as `HGETALL` returns it: a handful of fields, searched in order, whose
+/// values move into the record without copies.
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        let at = self.0.iter().position(|(field, _)| field == name)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn number(&self, name: &str) -> Result<u64, StoreError> {
+        self.get(name)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| corrupt(format!("field `{name}` is missing or not a number")))
+    }
+
+    fn optional_millis(&self, name: &str) -> Result<Option<Duration>, StoreError> {
+        self.get(name)
+            .map(|_| self.number(name).map(Duration::from_millis))
+            .transpose()
+    }
 }
 
 /// Rebuilds a record from its hash; `None` for a moved marker or an expired record.
-fn record_from(
-    fields: HashMap<String, String>,
-    now: Timestamp,
-) -> Result<Option<Record>, StoreError> {
-    if fields.is_empty() || fields.contains_key("mv") {
+fn record_from(mut fields: Fields, now: Timestamp) -> Result<Option<Record>, StoreError> {
+    if fields.0.is_empty() || fields.get("mv").is_some() {
         return Ok(None);
     }
-    match fields.get("v").map(String::as_str) {
+    match fields.get("v") {
         Some(FORMAT_VERSION) => {}
         Some(other) => {
             return Err(corrupt(format!(
@@ -381,45 +401,43 @@ fn record_from(
         }
         None => return Err(corrupt("no format version")),
     }
-    let expires_at = Timestamp::from_millis(number(&fields, "e")?);
+    let expires_at = Timestamp::from_millis(fields.number("e")?);
     if expires_at <= now {
         return Ok(None);
     }
     let handle = fields
         .get("h")
-        .and_then(|handle| SessionHandle::parse(handle))
+        .and_then(SessionHandle::parse)
         .ok_or_else(|| corrupt("bad handle"))?;
-    let mut data = BTreeMap::new();
-    for (name, value) in &fields {
-        if let Some(key) = name.strip_prefix("d:") {
-            let value = RawValue::from_string(value.clone()).map_err(corrupt)?;
-            data.insert(key.to_owned(), value);
-        }
-    }
     let flashes = match fields.get("f") {
         Some(json) => serde_json::from_str(json).map_err(corrupt)?,
         None => Vec::new(),
     };
-    let optional = |name: &str| -> Result<Option<Duration>, StoreError> {
-        fields
-            .get(name)
-            .map(|_| number(&fields, name).map(Duration::from_millis))
-            .transpose()
+    let created_at = Timestamp::from_millis(fields.number("c")?);
+    let last_seen_at = Timestamp::from_millis(fields.number("l")?);
+    let expiry = ExpiryOverrides {
+        idle_timeout: fields.optional_millis("i")?,
+        absolute_lifetime: fields.optional_millis("a")?,
     };
+    let user = fields.take("u").map(|user_id| UserBinding {
+        user_id,
+        user_agent: fields.take("ua"),
+        ip: fields.get("ip").and_then(|ip| ip.parse::<IpAddr>().ok()),
+    });
+    let mut data = BTreeMap::new();
+    for (name, value) in fields.0 {
+        if let Some(key) = name.strip_prefix("d:") {
+            let value = RawValue::from_string(value).map_err(corrupt)?;
+            data.insert(key.to_owned(), value);
+        }
+    }
     Ok(Some(Record {
         handle,
-        created_at: Timestamp::from_millis(number(&fields, "c")?),
-        last_seen_at: Timestamp::from_millis(number(&fields, "l")?),
+        created_at,
+        last_seen_at,
         expires_at,
-        expiry: ExpiryOverrides {
-            idle_timeout: optional("i")?,
-            absolute_lifetime: optional("a")?,
-        },
-        user: fields.get("u").map(|user_id| UserBinding {
-            user_id: user_id.clone(),
-            user_agent: fields.get("ua").cloned(),
-            ip: fields.get("ip").and_then(|ip| ip.parse::<IpAddr>().ok()),
-        }),
+        expiry,
+        user,
         data: Data::from_entries(&data),
         flashes,
     }))
@@ -646,11 +664,11 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, digest: &IdDigest, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let (key, _) = self.keys().record(digest);
-        let fields: HashMap<String, String> = self
+        let fields: Vec<(String, String)> = self
             .connection()
             .query(redis::cmd("HGETALL").arg(key))
             .await?;
-        record_from(fields, now)
+        record_from(Fields(fields), now)
     }
 
     async fn create(
