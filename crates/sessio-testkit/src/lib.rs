@@ -6,9 +6,11 @@
 //! patches, a 10,000-session purge, injected faults at every step of `cycle_id` and
 //! `destroy`, and HTTP tests through the layer on a real loopback server.
 //!
-//! ```ignore
+//! ```no_run
 //! // tests/conformance.rs of a store crate; needs `tokio` as a dev-dependency.
-//! sessio_testkit::store_conformance!(async { Some(my_store::MyStore::connect("...").await) });
+//! // The memory store stands in for yours, e.g. `MyStore::connect(url).await`.
+//! sessio_testkit::store_conformance!(async { Some(sessio::MemoryStore::default()) });
+//! # fn main() {}
 //! ```
 //!
 //! The expression runs once per test and must give a fresh, empty store (a new key prefix, a
