@@ -1,11 +1,19 @@
 //! Micro-benchmarks of the per-request hot paths:
 //! `cargo bench -p sessio-bench --bench hot_paths`.
+//!
+//! The `layer/*` group runs whole requests through the benchmark server's routers in process
+//! (no sockets): bare, sessio's memory store and tower-sessions' memory store, side by side,
+//! so a change to the per-request path shows without the kernel's TCP work and its noise.
 
 use std::hint::black_box;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
 use http::StatusCode;
+use http::header::SET_COOKIE;
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use serde_json::value::to_raw_value;
 use sessio::{
@@ -13,6 +21,7 @@ use sessio::{
 };
 use sessio_testkit::Browser;
 use sessio_testkit::cases::{fresh_digest, record};
+use tower::ServiceExt;
 
 fn ids(c: &mut Criterion) {
     let sessions = Sessions::builder(MemoryStore::new())
@@ -107,5 +116,64 @@ fn cookie_mode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ids, cookies, memory_store, cookie_mode);
+/// Sends `GET route` with `cookie` through `app` and returns the response's `Set-Cookie`
+/// pair (`name=value`), if any.
+async fn request(app: &Router, route: &str, cookie: Option<&str>) -> Option<String> {
+    let mut request = Request::builder().uri(route);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    assert!(
+        response.status().is_success(),
+        "{route}: {}",
+        response.status()
+    );
+    let set_cookie = response.headers().get(SET_COOKIE)?.to_str().ok()?;
+    set_cookie.split(';').next().map(str::to_owned)
+}
+
+fn layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // Room for every session the /new runs create: refusals are not what is measured.
+    let sessio_store = MemoryStore::builder().capacity(50_000_000).build();
+    let sessions = Sessions::builder(sessio_store).build().expect("config");
+    let apps = [
+        ("bare", sessio_bench::bare_routes()),
+        (
+            "sessio-memory",
+            sessio_bench::sessio_routes().layer(sessions.layer()),
+        ),
+        (
+            "tower-memory",
+            sessio_bench::tower_routes().layer(
+                tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
+                    .with_secure(false),
+            ),
+        ),
+    ];
+    let mut group = c.benchmark_group("layer");
+    group.measurement_time(Duration::from_secs(3));
+    for route in ["/read", "/write", "/new"] {
+        for (mode, app) in &apps {
+            let cookie = match route {
+                "/new" => None,
+                _ => runtime.block_on(request(app, "/new", None)),
+            };
+            group.bench_function(format!("{mode}{route}"), |b| {
+                b.to_async(&runtime)
+                    .iter(|| request(app, route, cookie.as_deref()))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ids, cookies, memory_store, cookie_mode, layer);
 criterion_main!(benches);

@@ -4,8 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
+use sessio_bench::{bare_routes, sessio_routes, tower_routes};
 
 use crate::Args;
 use crate::floor;
@@ -77,42 +76,16 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 pub async fn app(args: &Args) -> Result<Router, Failure> {
     let name = format!("bench{}", std::process::id());
     Ok(match args.mode {
-        Mode::Bare => bare(),
+        Mode::Bare => bare_routes(),
         Mode::Sessio(backend) => sessio_app(backend, args, &name).await?,
         Mode::Tower(backend) => tower_app(backend, args, &name).await?,
         Mode::Floor(backend) => floor::app(backend, args, &name).await?,
     })
 }
 
-fn bare() -> Router {
-    Router::new()
-        .route("/read", get(|| async { "0" }))
-        .route("/write", get(|| async { "1" }))
-        .route("/new", get(|| async { "0" }))
-}
-
 fn fresh_sqlite_file(path: &str) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
-    }
-}
-
-mod with_sessio {
-    use sessio::{Session, SessionError};
-
-    pub async fn read(session: Session) -> Result<String, SessionError> {
-        Ok(session.get::<i64>("n").await?.unwrap_or(-1).to_string())
-    }
-
-    pub async fn write(session: Session) -> Result<String, SessionError> {
-        let n = session.get::<i64>("n").await?.unwrap_or(0) + 1;
-        session.insert("n", &n).await?;
-        Ok(n.to_string())
-    }
-
-    pub async fn new(session: Session) -> Result<&'static str, SessionError> {
-        session.insert("n", &0).await?;
-        Ok("0")
     }
 }
 
@@ -148,44 +121,12 @@ async fn sessio_app(backend: Backend, args: &Args, name: &str) -> Result<Router,
             Sessions::cookie_builder(sessio::KeyRing::single(key)).build()?
         }
     };
-    Ok(Router::new()
-        .route("/read", get(with_sessio::read))
-        .route("/write", get(with_sessio::write))
-        .route("/new", get(with_sessio::new))
-        .layer(sessions.layer()))
-}
-
-mod with_tower {
-    use super::*;
-    use tower_sessions::Session;
-
-    fn failed(error: impl fmt::Display) -> (StatusCode, String) {
-        (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-    }
-
-    pub async fn read(session: Session) -> Result<String, (StatusCode, String)> {
-        let n: Option<i64> = session.get("n").await.map_err(failed)?;
-        Ok(n.unwrap_or(-1).to_string())
-    }
-
-    pub async fn write(session: Session) -> Result<String, (StatusCode, String)> {
-        let n: i64 = session.get("n").await.map_err(failed)?.unwrap_or(0) + 1;
-        session.insert("n", n).await.map_err(failed)?;
-        Ok(n.to_string())
-    }
-
-    pub async fn new(session: Session) -> Result<&'static str, (StatusCode, String)> {
-        session.insert("n", 0).await.map_err(failed)?;
-        Ok("0")
-    }
+    Ok(sessio_routes().layer(sessions.layer()))
 }
 
 async fn tower_app(backend: Backend, args: &Args, name: &str) -> Result<Router, Failure> {
     use tower_sessions::SessionManagerLayer;
-    let routes = Router::new()
-        .route("/read", get(with_tower::read))
-        .route("/write", get(with_tower::write))
-        .route("/new", get(with_tower::new));
+    let routes = tower_routes();
     Ok(match backend {
         Backend::Memory => routes.layer(
             SessionManagerLayer::new(tower_sessions::MemoryStore::default()).with_secure(false),
