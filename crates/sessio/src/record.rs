@@ -18,35 +18,72 @@ pub type DataMap = BTreeMap<String, Box<RawValue>>;
 /// Session data as a store keeps it: one compact JSON object.
 ///
 /// Stores may keep it as text (SQL, memory) or split it into one field per key (Redis
-/// hashes); [`Data::entries`] and [`Data::from_entries`] convert between the two. Shared,
-/// so that handing a stored record to a request copies no data.
+/// hashes); [`Data::entries`] and [`Data::from_entries`] convert between the two. Small
+/// objects are kept in place and larger ones shared, so that handing a stored record to a
+/// request copies no data beyond a few bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Data(Arc<str>);
+pub struct Data(Text);
+
+/// The longest JSON text kept in place rather than behind an `Arc`.
+const INLINE_BYTES: usize = 22;
+
+/// JSON text: up to [`INLINE_BYTES`] in place, so a small session (`{"n":0}`, `{}`) costs no
+/// allocation of its own (G8), and longer text shared, so cloning never copies it. Each
+/// length has exactly one form, which keeps equality a comparison of the forms.
+#[derive(Clone, PartialEq, Eq)]
+enum Text {
+    Inline { len: u8, bytes: [u8; INLINE_BYTES] },
+    Shared(Arc<str>),
+}
+
+impl Text {
+    fn new(text: &str) -> Self {
+        match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= INLINE_BYTES => {
+                let mut bytes = [0u8; INLINE_BYTES];
+                bytes[..text.len()].copy_from_slice(text.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(Arc::from(text)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Always a whole `&str` copied in by `new`, so always UTF-8; the fallback is
+            // never taken and keeps this free of `unsafe` and of panics.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("{}")
+            }
+            Self::Shared(text) => text,
+        }
+    }
+}
 
 impl Data {
     /// No keys: `{}`.
     pub fn empty() -> Self {
-        Self(Arc::from("{}"))
+        Self(Text::new("{}"))
     }
 
     /// Checks that `json` is a JSON object with string keys and keeps it as it is.
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str::<DataMap>(json)?;
-        Ok(Self(Arc::from(json)))
+        Ok(Self(Text::new(json)))
     }
 
     /// Builds the compact JSON object of `entries`.
     pub fn from_entries(entries: &DataMap) -> Self {
         // A map of already-valid JSON values with string keys cannot fail to serialize.
         match serde_json::to_string(entries) {
-            Ok(json) => Self(Arc::from(json)),
+            Ok(json) => Self(Text::new(&json)),
             Err(_) => Self::empty(),
         }
     }
 
     /// The JSON object text.
     pub fn as_json(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The raw value of one key, found without building the whole map: what a read of one
@@ -90,23 +127,23 @@ impl Data {
                 deserializer.deserialize_str(KeyVisitor)
             }
         }
-        let mut deserializer = serde_json::Deserializer::from_str(&self.0);
+        let mut deserializer = serde_json::Deserializer::from_str(self.as_json());
         deserializer.deserialize_map(Find(key))
     }
 
     /// Parses the object into its entries.
     pub fn entries(&self) -> Result<DataMap, serde_json::Error> {
-        serde_json::from_str(&self.0)
+        serde_json::from_str(self.as_json())
     }
 
     /// Whether the object has no keys.
     pub fn is_empty(&self) -> bool {
-        self.0.trim() == "{}"
+        self.as_json().trim() == "{}"
     }
 
     /// Size of the JSON text in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_json().len()
     }
 }
 
@@ -118,7 +155,7 @@ impl Default for Data {
 
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Data({} bytes)", self.0.len())
+        write!(f, "Data({} bytes)", self.len())
     }
 }
 
@@ -250,5 +287,39 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         u64::deserialize(deserializer).map(Timestamp::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_data_is_kept_in_place_and_large_data_shared() {
+        // 22 bytes: the longest kept in place; 23: shared.
+        let small = r#"{"key":"0123456789ab"}"#;
+        let large = r#"{"key":"0123456789abc"}"#;
+        assert_eq!((small.len(), large.len()), (INLINE_BYTES, INLINE_BYTES + 1));
+        let small_data = Data::from_json(small).unwrap();
+        let large_data = Data::from_json(large).unwrap();
+        assert!(matches!(small_data.0, Text::Inline { .. }));
+        assert!(matches!(large_data.0, Text::Shared(_)));
+        assert!(matches!(Data::empty().0, Text::Inline { .. }));
+        assert_eq!(small_data.as_json(), small);
+        assert_eq!(large_data.as_json(), large);
+        assert_eq!(small_data.clone(), small_data);
+        assert_ne!(small_data, large_data);
+        assert!(Data::empty().is_empty());
+        assert_eq!(
+            small_data.get_raw("key").unwrap().map(RawValue::get),
+            Some(r#""0123456789ab""#)
+        );
+        let multibyte = r#"{"k":"é€😀"}"#;
+        assert_eq!(Data::from_json(multibyte).unwrap().as_json(), multibyte);
+    }
+
+    #[test]
+    fn data_stays_three_words() {
+        assert_eq!(std::mem::size_of::<Data>(), 24);
     }
 }
