@@ -59,7 +59,7 @@ impl BuildHasher for DigestState {
 
 /// A record as the memory store keeps it: what every session has inline (72 bytes), the
 /// rest (a user, expiry overrides, flash messages) out of line and only when present, so an
-/// anonymous session costs one table entry and its data text (G8).
+/// anonymous session with a small data object costs one table entry and nothing else (G8).
 struct Stored {
     handle: SessionHandle,
     created_at: Timestamp,
