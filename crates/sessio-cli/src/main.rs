@@ -66,7 +66,7 @@ enum SessionsCommand {
     /// A user's live sessions: handle, created, last seen, expires, user agent, IP.
     List {
         /// The user id.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -81,13 +81,14 @@ enum SessionsCommand {
 #[command(group = clap::ArgGroup::new("target").required(true).multiple(false).args(["user", "handle", "all"]))]
 struct Revoke {
     /// End every session of this user.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     user: Option<String>,
     /// With --user: keep the session with this handle.
-    #[arg(long, requires = "user")]
+    #[arg(long, requires = "user", allow_hyphen_values = true)]
     except: Option<String>,
-    /// End the one session with this handle.
-    #[arg(long)]
+    /// End the one session with this handle. Handles are base64url, so one may start with
+    /// `-`: it is still taken as the value.
+    #[arg(long, allow_hyphen_values = true)]
     handle: Option<String>,
     /// End every session of every user (needs --yes).
     #[arg(long)]
@@ -381,4 +382,32 @@ async fn purge<S: SessionStore>(store: &S) -> Result<(), Failure> {
     }
     println!("purged {purged} expired record(s)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// A handle or user id may start with `-` (base64url has it): the value after the flag is
+    /// taken as the value, never as another flag.
+    #[test]
+    fn values_starting_with_a_hyphen_are_values() {
+        for args in [
+            &[
+                "sessio",
+                "sessions",
+                "revoke",
+                "--handle",
+                "-JtZ0nZlq3YDXVkMxXhQ5A",
+            ][..],
+            &[
+                "sessio", "sessions", "revoke", "--user", "-u", "--except", "-Jt",
+            ],
+            &["sessio", "sessions", "list", "--user", "-u"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
 }
