@@ -3,7 +3,6 @@
 //! request with a revoked cookie is anonymous.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -11,15 +10,7 @@ use serde_json::{Value, json};
 use sessio::Sessions;
 use sessio_testkit::Agent;
 use sessio_testkit::http::{TestServer, app};
-
-fn unique(name: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use sessio_testkit::servers::unique_name;
 
 /// A store the app uses, and the URL the CLI reaches the same sessions by.
 struct Target {
@@ -30,7 +21,7 @@ struct Target {
 async fn sqlite() -> Option<Target> {
     let dir = std::env::temp_dir().join(format!("sessio-cli-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(format!("{}.db", unique("cli")));
+    let path = dir.join(format!("{}.db", unique_name("cli")));
     let store = sessio_sqlite::SqliteStore::open(&path)
         .await
         .expect("sqlite");
@@ -44,7 +35,7 @@ async fn postgres() -> Option<Target> {
     let Ok(url) = std::env::var("SESSIO_TEST_POSTGRES_URL") else {
         return sessio_testkit::server_missing("PostgreSQL", "SESSIO_TEST_POSTGRES_URL is not set");
     };
-    let schema = unique("cli");
+    let schema = unique_name("cli");
     let store = sessio_postgres::PostgresStore::builder(&url)
         .schema(&schema)
         .connect()
@@ -60,7 +51,7 @@ async fn redis() -> Option<Target> {
     let Ok(url) = std::env::var("SESSIO_TEST_REDIS_URL") else {
         return sessio_testkit::server_missing("Redis", "SESSIO_TEST_REDIS_URL is not set");
     };
-    let prefix = unique("cli");
+    let prefix = unique_name("cli");
     let store = sessio_redis::RedisStore::builder(&url)
         .prefix(&prefix)
         .connect()

@@ -2,7 +2,6 @@
 //! test command starts: memory, SQLite, Redis and PostgreSQL.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -10,15 +9,7 @@ use serde_json::{Value, json};
 use sessio::Sessions;
 use sessio_testkit::Agent;
 use sessio_testkit::http::TestServer;
-
-fn unique(name: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use sessio_testkit::servers::unique_name;
 
 fn configure<S: sessio::SessionStore>(store: S) -> Sessions {
     Sessions::builder(store)
@@ -35,7 +26,7 @@ async fn memory() -> Option<Sessions> {
 async fn sqlite() -> Option<Sessions> {
     let dir = std::env::temp_dir().join(format!("sessio-demo-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(format!("{}.db", unique("demo")));
+    let path = dir.join(format!("{}.db", unique_name("demo")));
     let store = sessio_sqlite::SqliteStore::open(path)
         .await
         .expect("sqlite");
@@ -47,7 +38,7 @@ async fn redis() -> Option<Sessions> {
         return sessio_testkit::server_missing("Redis", "SESSIO_TEST_REDIS_URL is not set");
     };
     let store = sessio_redis::RedisStore::builder(&url)
-        .prefix(unique("demo"))
+        .prefix(unique_name("demo"))
         .connect()
         .await
         .expect("redis");
@@ -59,7 +50,7 @@ async fn postgres() -> Option<Sessions> {
         return sessio_testkit::server_missing("PostgreSQL", "SESSIO_TEST_POSTGRES_URL is not set");
     };
     let store = sessio_postgres::PostgresStore::builder(&url)
-        .schema(unique("demo"))
+        .schema(unique_name("demo"))
         .pool_size(4)
         .connect()
         .await

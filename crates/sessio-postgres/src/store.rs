@@ -339,6 +339,18 @@ impl PostgresStore {
         &self.inner.queries
     }
 
+    /// Runs a `count(*)` query whose one parameter is `now`.
+    async fn count_rows(&self, sql: &str, now: Timestamp) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let row = client
+            .query_one(&statement, &[&sql_time(now)])
+            .await
+            .map_err(pg_error)?;
+        let count: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Inserts, then evicts beyond the cap, in one transaction.
     async fn insert_in(
         transaction: &deadpool_postgres::Transaction<'_>,
@@ -730,17 +742,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn count(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.queries().count)
-            .await
-            .map_err(pg_error)?;
-        let row = client
-            .query_one(&statement, &[&sql_time(now)])
-            .await
-            .map_err(pg_error)?;
-        let count: i64 = row.try_get(0).map_err(pg_error)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        self.count_rows(&self.queries().count, now).await
     }
 
     async fn find_handle(
@@ -774,17 +776,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.queries().count_expired)
-            .await
-            .map_err(pg_error)?;
-        let row = client
-            .query_one(&statement, &[&sql_time(now)])
-            .await
-            .map_err(pg_error)?;
-        let count: i64 = row.try_get(0).map_err(pg_error)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        self.count_rows(&self.queries().count_expired, now).await
     }
 
     async fn top_users(

@@ -1,13 +1,12 @@
 //! What the PostgreSQL store must show beyond the conformance suite: an outage, the table's
 //! contents, schema versions, and a large purge.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sessio::{Clock, Patch, SessionStore, Sessions, SystemClock, WriteOutcome};
 use sessio_postgres::PostgresStore;
 use sessio_testkit::cases::{fresh_digest, record};
-use sessio_testkit::servers::PostgresServer;
+use sessio_testkit::servers::{PostgresServer, unique_name};
 use tokio_postgres::NoTls;
 
 fn shared_url() -> Option<String> {
@@ -17,15 +16,6 @@ fn shared_url() -> Option<String> {
             sessio_testkit::server_missing("PostgreSQL", "SESSIO_TEST_POSTGRES_URL is not set")
         }
     }
-}
-
-fn fresh_schema(name: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 async fn sql(url: &str) -> tokio_postgres::Client {
@@ -55,7 +45,7 @@ async fn an_outage_gives_503_and_service_resumes_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_holds_no_cookie_value() {
     let Some(url) = shared_url() else { return };
-    let schema = fresh_schema("dump");
+    let schema = unique_name("dump");
     let store = PostgresStore::builder(&url)
         .schema(&schema)
         .connect()
@@ -86,7 +76,7 @@ async fn the_table_holds_no_cookie_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_refuse_newer_schemas() {
     let Some(url) = shared_url() else { return };
-    let schema = fresh_schema("schema");
+    let schema = unique_name("schema");
     let first = PostgresStore::builder(&url)
         .schema(&schema)
         .connect()
@@ -121,7 +111,7 @@ async fn migrations_are_idempotent_and_refuse_newer_schemas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_purge_runs_in_batches_between_live_writes() {
     let Some(url) = shared_url() else { return };
-    let schema = fresh_schema("purge");
+    let schema = unique_name("purge");
     let store = PostgresStore::builder(&url)
         .schema(&schema)
         .without_background_purge()

@@ -633,6 +633,25 @@ impl RedisStore {
         self.connection().invoke(&invocation).await
     }
 
+    /// Runs `script` (KEYS: a route's set of records; ARGV: now) on every route and adds up
+    /// its answers: counting, which the admin needs across the whole store.
+    async fn sum_over_routes(
+        &self,
+        script: &redis::Script,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for route in 0..ROUTES {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(format!("{}:all", self.keys().tag(route)))
+                .arg(millis(now));
+            let count: u64 = self.connection().invoke(&invocation).await?;
+            total += count;
+        }
+        Ok(total)
+    }
+
     /// Ends the user's oldest live sessions beyond `max`, never `keep`.
     async fn evict_beyond(
         &self,
@@ -959,16 +978,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn count(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        for route in 0..ROUTES {
-            let mut invocation = self.scripts().count_route.prepare_invoke();
-            invocation
-                .key(format!("{}:all", self.keys().tag(route)))
-                .arg(millis(now));
-            let count: u64 = self.connection().invoke(&invocation).await?;
-            total += count;
-        }
-        Ok(total)
+        self.sum_over_routes(&self.scripts().count_route, now).await
     }
 
     async fn find_handle(
@@ -1004,16 +1014,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        for route in 0..ROUTES {
-            let mut invocation = self.scripts().count_expired_route.prepare_invoke();
-            invocation
-                .key(format!("{}:all", self.keys().tag(route)))
-                .arg(millis(now));
-            let count: u64 = self.connection().invoke(&invocation).await?;
-            total += count;
-        }
-        Ok(total)
+        self.sum_over_routes(&self.scripts().count_expired_route, now)
+            .await
     }
 
     async fn top_users(
@@ -1034,10 +1036,7 @@ impl SessionStore for RedisStore {
                 *counts.entry(user).or_default() += live;
             }
         }
-        let mut top: Vec<(String, u64)> = counts.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(limit);
-        Ok(top)
+        Ok(sessio::rank_top_users(counts, limit))
     }
 
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {

@@ -2,12 +2,10 @@
 //! (`SESSIO_TEST_REDIS_CLUSTER`: comma-separated `redis://host:port` nodes), each test under
 //! a fresh key prefix.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use sessio_redis::RedisStore;
+use sessio_testkit::servers::unique_name;
 
 async fn fresh_store() -> Option<RedisStore> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let Ok(nodes) = std::env::var("SESSIO_TEST_REDIS_CLUSTER") else {
         return sessio_testkit::server_missing(
             "Redis Cluster",
@@ -15,11 +13,7 @@ async fn fresh_store() -> Option<RedisStore> {
         );
     };
     let nodes: Vec<&str> = nodes.split(',').collect();
-    let prefix = format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let prefix = unique_name("t");
     match RedisStore::cluster_builder(&nodes)
         .prefix(prefix)
         .without_background_purge()

@@ -1,20 +1,14 @@
 //! The Redis store against the whole conformance suite on one server
 //! (`SESSIO_TEST_REDIS_URL`), each test under a fresh key prefix.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use sessio_redis::RedisStore;
+use sessio_testkit::servers::unique_name;
 
 async fn fresh_store() -> Option<RedisStore> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let Ok(url) = std::env::var("SESSIO_TEST_REDIS_URL") else {
         return sessio_testkit::server_missing("Redis", "SESSIO_TEST_REDIS_URL is not set");
     };
-    let prefix = format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let prefix = unique_name("t");
     match RedisStore::builder(&url)
         .prefix(prefix)
         .without_background_purge()

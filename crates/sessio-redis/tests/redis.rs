@@ -2,7 +2,6 @@
 //! outage, the keyspace's contents, self-pruning indexes, directory raises, format versions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -12,16 +11,7 @@ use sessio::{
 use sessio_redis::RedisStore;
 use sessio_testkit::Browser;
 use sessio_testkit::cases::{digest_for, record};
-use sessio_testkit::servers::RedisServer;
-
-fn fresh_prefix(name: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use sessio_testkit::servers::{RedisServer, unique_name};
 
 fn standalone_url() -> Option<String> {
     match std::env::var("SESSIO_TEST_REDIS_URL") {
@@ -55,7 +45,7 @@ async fn sessions_of_1000_users_land_on_every_cluster_node() {
         return;
     };
     let nodes: Vec<&str> = nodes.split(',').collect();
-    let prefix = fresh_prefix("spread");
+    let prefix = unique_name("spread");
     let store = RedisStore::cluster_builder(&nodes)
         .prefix(&prefix)
         .connect()
@@ -111,7 +101,7 @@ async fn an_outage_gives_503_and_service_resumes_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keyspace_holds_no_cookie_value() {
     let Some(url) = standalone_url() else { return };
-    let prefix = fresh_prefix("dump");
+    let prefix = unique_name("dump");
     let store = RedisStore::builder(&url)
         .prefix(&prefix)
         .connect()
@@ -160,7 +150,7 @@ async fn the_keyspace_holds_no_cookie_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_indexes_drop_expired_members_whenever_they_are_read() {
     let Some(url) = standalone_url() else { return };
-    let prefix = fresh_prefix("prune");
+    let prefix = unique_name("prune");
     let store = RedisStore::builder(&url)
         .prefix(&prefix)
         .without_background_purge()
@@ -207,7 +197,7 @@ async fn user_indexes_drop_expired_members_whenever_they_are_read() {
 async fn a_touch_past_the_directory_deadline_raises_it() {
     let Some(url) = standalone_url() else { return };
     let store = RedisStore::builder(&url)
-        .prefix(fresh_prefix("raise"))
+        .prefix(unique_name("raise"))
         .without_background_purge()
         .connect()
         .await
@@ -246,7 +236,7 @@ async fn a_touch_past_the_directory_deadline_raises_it() {
 async fn records_of_an_unknown_format_are_refused() {
     let Some(url) = standalone_url() else { return };
     let store = RedisStore::builder(&url)
-        .prefix(fresh_prefix("format"))
+        .prefix(unique_name("format"))
         .connect()
         .await
         .expect("connect");
@@ -273,7 +263,7 @@ async fn records_of_an_unknown_format_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_key_layout_is_refused() {
     let Some(url) = standalone_url() else { return };
-    let prefix = fresh_prefix("layout");
+    let prefix = unique_name("layout");
     RedisStore::builder(&url)
         .prefix(&prefix)
         .connect()

@@ -104,6 +104,19 @@ impl SqliteStoreBuilder {
 }
 
 impl SqliteStore {
+    /// Runs a `count(*)` query whose one parameter is `now` on a reader.
+    async fn count_rows(&self, sql: &'static str, now: Timestamp) -> Result<u64, StoreError> {
+        let now = sql_time(now);
+        self.workers
+            .read(move |connection| {
+                connection
+                    .query_row(sql, [now], |row| row.get::<_, i64>(0))
+                    .map(|count| u64::try_from(count).unwrap_or(0))
+                    .map_err(sqlite_error)
+            })
+            .await
+    }
+
     /// Opens the store in the file at `path` with the default settings.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::builder(path).open().await
@@ -625,19 +638,11 @@ impl SessionStore for SqliteStore {
     }
 
     async fn count(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let now = sql_time(now);
-        self.workers
-            .read(move |connection| {
-                connection
-                    .query_row(
-                        "SELECT count(*) FROM sessio_sessions WHERE moved = 0 AND expires_at > ?1",
-                        [now],
-                        |row| row.get::<_, i64>(0),
-                    )
-                    .map(|count| u64::try_from(count).unwrap_or(0))
-                    .map_err(sqlite_error)
-            })
-            .await
+        self.count_rows(
+            "SELECT count(*) FROM sessio_sessions WHERE moved = 0 AND expires_at > ?1",
+            now,
+        )
+        .await
     }
 
     async fn find_handle(
@@ -678,19 +683,11 @@ impl SessionStore for SqliteStore {
     }
 
     async fn count_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let now = sql_time(now);
-        self.workers
-            .read(move |connection| {
-                connection
-                    .query_row(
-                        "SELECT count(*) FROM sessio_sessions WHERE expires_at <= ?1",
-                        [now],
-                        |row| row.get::<_, i64>(0),
-                    )
-                    .map(|count| u64::try_from(count).unwrap_or(0))
-                    .map_err(sqlite_error)
-            })
-            .await
+        self.count_rows(
+            "SELECT count(*) FROM sessio_sessions WHERE expires_at <= ?1",
+            now,
+        )
+        .await
     }
 
     async fn top_users(

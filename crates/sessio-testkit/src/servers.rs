@@ -30,14 +30,20 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|error| format!("no free port: {error}"))
 }
 
-fn scratch_dir(kind: &str) -> Result<PathBuf, String> {
+/// A name no other test uses, in this process or another: `name`, the process id and a
+/// counter joined by `_`. Valid as a PostgreSQL schema, a Redis key prefix and a file name.
+pub fn unique_name(name: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::var_os("SESSIO_TEST_TMP").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = base.join(format!(
-        "sessio-{kind}-{}-{}",
+    format!(
+        "{name}_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    )
+}
+
+fn scratch_dir(kind: &str) -> Result<PathBuf, String> {
+    let base = std::env::var_os("SESSIO_TEST_TMP").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(unique_name(&format!("sessio-{kind}")));
     std::fs::create_dir_all(&dir)
         .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     Ok(dir)

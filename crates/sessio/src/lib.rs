@@ -126,5 +126,5 @@ pub use crate::sealed::{CookieKey, KeyRing, MAX_COOKIE_BYTES};
 pub use crate::service::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::{Commit, LoginInfo, Session};
 pub use crate::sessions::{EndedSessions, Sessions, SessionsBuilder};
-pub use crate::store::{BoxError, SessionStore, StoreError, WriteOutcome};
+pub use crate::store::{BoxError, SessionStore, StoreError, WriteOutcome, rank_top_users};
 pub use crate::time::{Clock, SystemClock, Timestamp};

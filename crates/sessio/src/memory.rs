@@ -961,10 +961,7 @@ impl SessionStore for MemoryStore {
                 }
             }
         }
-        let mut top: Vec<(String, u64)> = counts.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(limit);
-        Ok(top)
+        Ok(crate::store::rank_top_users(counts, limit))
     }
 
     async fn user_index_len(&self, user_id: &str) -> Result<u64, StoreError> {

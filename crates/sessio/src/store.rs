@@ -258,6 +258,23 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
+/// The `limit` users with the most sessions, most first, ties in user id order: what
+/// [`SessionStore::top_users`] answers, for stores that count per user themselves.
+///
+/// ```
+/// let top = sessio::rank_top_users([("bob".into(), 2), ("alice".into(), 2), ("carol".into(), 5)], 2);
+/// assert_eq!(top, [("carol".to_owned(), 5), ("alice".to_owned(), 2)]);
+/// ```
+pub fn rank_top_users(
+    counts: impl IntoIterator<Item = (String, u64)>,
+    limit: usize,
+) -> Vec<(String, u64)> {
+    let mut top: Vec<(String, u64)> = counts.into_iter().collect();
+    top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(limit);
+    top
+}
+
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// [`SessionStore`] with its type erased, so sessions need not be generic over it.
